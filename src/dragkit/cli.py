@@ -1,0 +1,81 @@
+"""The ``dragkit`` command.
+
+Each subcommand lives beside the code it drives and exposes
+``register(subparsers)``; it adds its parser and sets ``func`` to a callable
+taking the parsed ``argparse.Namespace`` and returning an exit code (or None
+for 0).  Errors derived from :class:`dragkit.errors.DragkitError` (and a few
+OS errors) become one line on stderr and a non-zero exit; ``--debug`` shows
+the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from .errors import DragkitError
+
+# module path -> registers one or more subcommands.  Imported lazily so that a
+# broken optional part (say, the server's dependencies) cannot break the rest.
+_SUBCOMMAND_MODULES = (
+    "dragkit.models_cli",  # models, generate, convert
+    "dragkit.train.cli",  # train
+    "dragkit.drag.cli",  # drag
+    "dragkit.server.cli",  # serve
+    "dragkit.invert.cli",  # invert
+    "dragkit.eval.cli",  # eval, bench
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dragkit",
+        description="DragGAN as real software: drag points on StyleGAN2 images.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for modname in _SUBCOMMAND_MODULES:
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            # Only skip parts of dragkit that do not exist yet; a missing
+            # third-party dependency inside an existing part is a real error.
+            if exc.name and (modname == exc.name or modname.startswith(exc.name + ".")):
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"dragkit {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        rc = args.func(args)
+        return 0 if rc is None else int(rc)
+    except KeyboardInterrupt:
+        print("dragkit: interrupted", file=sys.stderr)
+        return 130
+    except (DragkitError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        if debug:
+            raise
+        msg = str(exc) if isinstance(exc, DragkitError) else f"{exc.strerror}: {exc.filename}"
+        print(f"dragkit: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

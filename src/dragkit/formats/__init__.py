@@ -1,0 +1,60 @@
+"""Checkpoint readers and the one writer (native).
+
+Formats are chosen by file extension and then verified by content:
+``.safetensors``/``.json`` native, ``.pkl`` NVIDIA pickle (restricted
+unpickler, never runs code from the file), ``.pt``/``.pth`` rosinality
+(``torch.load(weights_only=True)``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import CheckpointError
+from ..nets import Generator
+from .native import load_native, native_paths, save_native
+
+__all__ = ["load_checkpoint", "detect_format", "save_native", "load_native", "native_paths", "SUPPORTED"]
+
+SUPPORTED = {
+    ".safetensors": "native",
+    ".json": "native",
+    ".pkl": "nvidia-pkl",
+    ".pt": "rosinality",
+    ".pth": "rosinality",
+}
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """Return ``'native'``, ``'nvidia-pkl'`` or ``'rosinality'`` from the extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUPPORTED:
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint extension {suffix or '(none)'!r}; "
+            "expected .safetensors/.json (native), .pkl (NVIDIA) or .pt/.pth (rosinality)"
+        )
+    return SUPPORTED[suffix]
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Generator:
+    """Load a generator from any supported checkpoint file (eval mode, CPU)."""
+    p = Path(path)
+    fmt = detect_format(p)
+    if fmt == "native":
+        weights, cfg = native_paths(p)
+        if not weights.exists() and not cfg.exists():
+            raise CheckpointError(f"{p}: no such checkpoint")
+        return load_native(p)
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such checkpoint")
+    if p.is_dir():
+        raise CheckpointError(f"{p}: is a directory, not a checkpoint")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{p}: empty file (0 bytes)")
+    if fmt == "nvidia-pkl":
+        from .nvidia_pkl import load_nvidia_pkl
+
+        return load_nvidia_pkl(p)
+    from .rosinality import load_rosinality
+
+    return load_rosinality(p)

@@ -1,0 +1,150 @@
+"""dragkit's native checkpoint: ``NAME.safetensors`` + ``NAME.json``.
+
+The safetensors file holds the generator's state dict under NVIDIA's
+parameter names; the JSON file holds the architecture (the generator's
+``init_kwargs``) and free-form metadata.  Neither file can carry code.
+Both are written atomically (temporary file + ``os.replace``), so a crash
+never leaves a half-written checkpoint under the final name.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ..errors import CheckpointError
+from ..nets import Generator
+from ..utils import atomic_write_bytes as _atomic_write_bytes
+
+FORMAT_NAME = "dragkit-native"
+FORMAT_VERSION = 1
+_INIT_KEYS = {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs"}
+
+
+def native_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``(weights.safetensors, config.json)`` for a stem or either file's path."""
+    p = Path(path)
+    if p.suffix in (".safetensors", ".json"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def save_state_native(
+    state: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    path: str | os.PathLike[str],
+    dtype: torch.dtype | None = None,
+) -> tuple[Path, Path]:
+    """Write ``state`` + ``config`` as a native pair (generic: used for D too)."""
+    from safetensors.torch import save
+
+    weights, cfg = native_paths(path)
+    tensors = {}
+    for k, v in state.items():
+        t = v.detach().to("cpu").contiguous()
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        tensors[k] = t.clone()
+    _atomic_write_bytes(weights, save(tensors))
+    _atomic_write_bytes(cfg, (json.dumps(dict(config), indent=2, sort_keys=True) + "\n").encode())
+    return weights, cfg
+
+
+def save_native(
+    G: Generator,
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[Path, Path]:
+    """Save generator ``G`` as ``path.safetensors`` + ``path.json``.
+
+    Args:
+        G: a :class:`dragkit.nets.Generator`.
+        path: stem (``models/toy``) or either file's name.
+        metadata: JSON-able extras (training data, licence, ...).
+        dtype: storage dtype for float tensors (e.g. ``torch.float16``);
+            loading always returns float32.
+    """
+    config = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "network": "stylegan2.Generator",
+        "init_kwargs": G.init_kwargs,
+        "metadata": dict(metadata or {}),
+    }
+    return save_state_native(G.state_dict(), config, path, dtype=dtype)
+
+
+def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate the JSON half of a native checkpoint."""
+    _, cfg_path = native_paths(path)
+    try:
+        raw = cfg_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CheckpointError(f"{cfg_path}: missing config file of native checkpoint") from None
+    try:
+        cfg = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{cfg_path}: not a dragkit native config (format != {FORMAT_NAME!r})")
+    kwargs = cfg.get("init_kwargs")
+    if not isinstance(kwargs, dict) or not _INIT_KEYS.issuperset(kwargs) or not {
+        "z_dim", "w_dim", "img_resolution"
+    }.issubset(kwargs):
+        raise CheckpointError(f"{cfg_path}: init_kwargs missing or malformed")
+    return cfg
+
+
+def read_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read the safetensors half; any corruption becomes a CheckpointError."""
+    from safetensors.torch import load_file
+
+    weights, _ = native_paths(path)
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing weights file of native checkpoint")
+    try:
+        return load_file(str(weights), device="cpu")
+    except Exception as exc:  # safetensors raises several types for bad files
+        raise CheckpointError(f"{weights}: corrupt or unreadable safetensors file ({exc})") from None
+
+
+def load_state_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Copy ``state`` into ``module``; a missing, extra or mis-shaped tensor is an error naming it."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing:
+        raise CheckpointError(f"{source}: missing tensor {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if extra:
+        raise CheckpointError(f"{source}: unexpected tensor {extra[0]!r}" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise CheckpointError(
+                f"{source}: tensor {k!r} has shape {list(v.shape)}, the network expects {list(own[k].shape)}"
+            )
+        if not torch.is_floating_point(v) or not torch.isfinite(v).all():
+            raise CheckpointError(f"{source}: tensor {k!r} is not finite floating point")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def build_generator(init_kwargs: Mapping[str, Any], source: str) -> Generator:
+    """Construct a generator from recorded kwargs; bad kwargs become CheckpointError."""
+    try:
+        return Generator(**init_kwargs)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{source}: cannot build the generator from its config ({exc})") from None
+
+
+def load_native(path: str | os.PathLike[str]) -> Generator:
+    """Load a native checkpoint (stem or either file) as an eval-mode generator."""
+    cfg = read_config(path)
+    weights, _ = native_paths(path)
+    G = build_generator(cfg["init_kwargs"], str(weights))
+    load_state_strict(G, read_state(path), str(weights))
+    G.eval().requires_grad_(False)
+    G.dragkit_metadata = dict(cfg.get("metadata") or {})  # type: ignore[attr-defined]
+    return G

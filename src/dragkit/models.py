@@ -1,0 +1,116 @@
+"""Model registry: bundled names, the user cache, or a path.
+
+Resolution order for :func:`load_model`:
+1. an existing path of any supported format;
+2. a bundled model ``dragkit/assets/NAME.safetensors`` (+ ``NAME.json``);
+3. a cached model in ``$DRAGKIT_HOME`` (default ``~/.cache/dragkit``):
+   ``NAME.safetensors`` (+ json), ``NAME.pkl`` or ``NAME.pt``.
+Nothing is ever downloaded.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import ModelNotFoundError
+from .formats import SUPPORTED, load_checkpoint
+from .nets import Generator
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+DEFAULT_MODEL = "toy"
+
+
+def cache_dir() -> Path:
+    """The user model cache, ``$DRAGKIT_HOME`` or ``~/.cache/dragkit``."""
+    return Path(os.environ.get("DRAGKIT_HOME") or Path.home() / ".cache" / "dragkit")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model the registry can load."""
+
+    name: str
+    source: str  # 'bundled' or 'cache'
+    path: Path
+    format: str
+    size_bytes: int
+    resolution: int | None
+
+
+def _native_resolution(json_path: Path) -> int | None:
+    try:
+        return int(json.loads(json_path.read_text())["init_kwargs"]["img_resolution"])
+    except Exception:
+        return None
+
+
+def _scan(folder: Path, source: str) -> list[ModelInfo]:
+    found: dict[str, ModelInfo] = {}
+    if not folder.is_dir():
+        return []
+    for p in sorted(folder.iterdir()):
+        if not p.is_file():
+            continue
+        suffix = p.suffix.lower()
+        if suffix == ".json" or suffix not in SUPPORTED:
+            continue
+        name = p.stem
+        if name.endswith(".disc"):  # discriminators stored beside generators
+            continue
+        fmt = SUPPORTED[suffix]
+        size = p.stat().st_size
+        res = None
+        if fmt == "native":
+            cfg = p.with_suffix(".json")
+            if not cfg.is_file():
+                continue
+            size += cfg.stat().st_size
+            res = _native_resolution(cfg)
+        found.setdefault(name, ModelInfo(name, source, p, fmt, size, res))
+    return list(found.values())
+
+
+def list_models() -> list[ModelInfo]:
+    """Bundled models first, then cached ones (a cached name never hides a bundled one)."""
+    bundled = _scan(ASSETS_DIR, "bundled")
+    names = {m.name for m in bundled}
+    return bundled + [m for m in _scan(cache_dir(), "cache") if m.name not in names]
+
+
+def default_model_name() -> str:
+    """The app's default: ``faces128`` once bundled, else ``toy``."""
+    names = {m.name for m in list_models()}
+    return "faces128" if "faces128" in names else DEFAULT_MODEL
+
+
+def resolve_model(name_or_path: str | os.PathLike[str]) -> Path:
+    """Path of the checkpoint behind a name or path; ModelNotFoundError lists what exists."""
+    p = Path(name_or_path)
+    looks_like_path = p.suffix.lower() in SUPPORTED or os.sep in str(name_or_path) or p.exists()
+    if p.exists():
+        return p
+    if p.suffix == "" and p.with_name(p.name + ".safetensors").exists():
+        return p.with_name(p.name + ".safetensors")
+    if not looks_like_path:
+        for m in list_models():
+            if m.name == str(name_or_path):
+                return m.path
+    available = ", ".join(m.name for m in list_models()) or "(none)"
+    what = "no such file" if looks_like_path else "unknown model"
+    raise ModelNotFoundError(f"{what} {str(name_or_path)!r}; available models: {available}")
+
+
+def load_model(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, device: str | torch.device = "cpu") -> Generator:
+    """Load a generator by registry name or path, in eval mode without gradients.
+
+    Raises:
+        ModelNotFoundError: unknown name / missing path (message lists models).
+        CheckpointError: the file is corrupt, hostile or does not fit.
+    """
+    G = load_checkpoint(resolve_model(name_or_path))
+    G.model_name = Path(str(name_or_path)).stem if Path(str(name_or_path)).suffix else str(name_or_path)  # type: ignore[attr-defined]
+    return G.to(device)

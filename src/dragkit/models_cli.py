@@ -1,0 +1,88 @@
+"""``dragkit models``, ``dragkit generate`` and ``dragkit convert``."""
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DragkitError
+from .models import default_model_name, list_models, load_model
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list bundled and cached models")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("generate", help="render an image from a seed")
+    p.add_argument("--model", default=None, help="model name or checkpoint path (default: the app's default)")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--psi", type=float, default=0.7, help="truncation psi (default 0.7)")
+    p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
+    p.add_argument("--out", required=True, help="output image (.png/.jpg/.webp)")
+    p.add_argument("--latent-out", default=None, help="also write the W+ latent [1, num_ws, w_dim] as .npy")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("convert", help="convert an NVIDIA .pkl or rosinality .pt checkpoint to native")
+    p.add_argument("src", metavar="IN")
+    p.add_argument("dst", metavar="OUT", help="output stem or .safetensors path (writes .safetensors + .json)")
+    p.add_argument("--fp16", action="store_true", help="store weights as float16")
+    p.set_defaults(func=cmd_convert)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    models = list_models()
+    if not models:
+        print("no models found")
+        return 0
+    default = default_model_name()
+    print(f"{'name':<16} {'source':<8} {'res':>5} {'size':>9}  {'format':<11} path")
+    for m in models:
+        res = str(m.resolution) if m.resolution else "?"
+        mark = " (default)" if m.name == default else ""
+        print(f"{m.name:<16} {m.source:<8} {res:>5} {_size(m.size_bytes):>9}  {m.format:<11} {m.path}{mark}")
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .utils import atomic_write_bytes, save_image_atomic, tensor_to_pil
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise DragkitError(f"{out}: unsupported image extension (use .png, .jpg or .webp)")
+    if args.latent_out and Path(args.latent_out).suffix.lower() != ".npy":
+        raise DragkitError(f"{args.latent_out}: latent output must be a .npy file")
+    if not np.isfinite(args.psi):
+        raise DragkitError("--psi must be a finite number")
+    G = load_model(args.model or default_model_name())
+    ws = G.ws_from_seed(args.seed, psi=args.psi)
+    with torch.no_grad():
+        img = G.synthesis(ws, noise_mode=args.noise_mode)
+    save_image_atomic(tensor_to_pil(img), out)
+    if args.latent_out:
+        buf = io.BytesIO()
+        np.save(buf, ws.cpu().numpy().astype(np.float32))
+        atomic_write_bytes(args.latent_out, buf.getvalue())
+    print(f"wrote {out} ({G.img_resolution}x{G.img_resolution}, model {getattr(G, 'model_name', args.model)}, seed {args.seed}, psi {args.psi})")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .formats import load_checkpoint, save_native
+
+    G = load_checkpoint(args.src)
+    weights, cfg = save_native(
+        G, args.dst, metadata={"converted_from": Path(args.src).name}, dtype=torch.float16 if args.fp16 else None
+    )
+    print(f"wrote {weights} and {cfg}")
+    return 0

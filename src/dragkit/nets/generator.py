@@ -1,0 +1,546 @@
+"""StyleGAN2 generator in pure PyTorch, with NVIDIA's parameter names.
+
+Written from Karras et al., "Analyzing and Improving the Image Quality of
+StyleGAN" (CVPR 2020) and "Training Generative Adversarial Networks with
+Limited Data" (NeurIPS 2020).  Module and parameter names follow NVIDIA's
+``stylegan2-ada-pytorch`` / ``stylegan3`` ``networks_stylegan2.py`` so that
+an NVIDIA ``G_ema.state_dict()`` loads here with ``strict=True``:
+
+    mapping.fc0.weight, mapping.fc0.bias, ..., mapping.embed.*, mapping.w_avg
+    synthesis.b4.const, synthesis.b4.conv1.{weight,bias,noise_const,
+    noise_strength,affine.weight,affine.bias,resample_filter},
+    synthesis.b8.conv0.*, synthesis.b8.torgb.*, synthesis.b8.skip.weight, ...
+
+Extras over NVIDIA (keyword-only, so NVIDIA-style calls behave the same):
+:meth:`SynthesisNetwork.run` returns the output of any block and stops after
+the last one asked for, which is the hot path of a drag step.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .ops import (
+    bias_act,
+    conv2d_resample,
+    modulated_conv2d,
+    normalize_2nd_moment,
+    setup_filter,
+    upsample2d,
+)
+
+NOISE_MODES = ("const", "random", "none")
+ARCHITECTURES = ("orig", "skip", "resnet")
+
+
+class FullyConnectedLayer(nn.Module):
+    """Equalised-learning-rate linear layer.
+
+    Weights are stored as ``randn / lr_multiplier`` and scaled at run time by
+    ``lr_multiplier / sqrt(in_features)``, as in NVIDIA's code.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation: str = "linear",
+        lr_multiplier: float = 1.0,
+        bias_init: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.activation = activation
+        self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, in_features)`` -> ``(N, out_features)``."""
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias
+        if b is not None:
+            b = b.to(x.dtype)
+            if self.bias_gain != 1:
+                b = b * self.bias_gain
+        if self.activation == "linear" and b is not None:
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        return bias_act(x.matmul(w.t()), b, act=self.activation)
+
+
+class Conv2dLayer(nn.Module):
+    """Equalised-learning-rate convolution (used for the resnet skip path)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        bias: bool = True,
+        activation: str = "linear",
+        up: int = 1,
+        resample_filter: Iterable[float] = (1, 3, 3, 1),
+        conv_clamp: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.activation = activation
+        self.up = up
+        self.conv_clamp = conv_clamp
+        self.register_buffer("resample_filter", setup_filter(tuple(resample_filter)))
+        self.padding = kernel_size // 2
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        w = self.weight * self.weight_gain
+        x = conv2d_resample(x, w.to(x.dtype), f=self.resample_filter, up=self.up, padding=self.padding)
+        act_gain = (math.sqrt(2) if self.activation == "lrelu" else 1.0) * gain
+        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act(x, self.bias, act=self.activation, gain=act_gain, clamp=act_clamp)
+
+
+class MappingNetwork(nn.Module):
+    """z (and optional class label c) -> w, broadcast to ``num_ws`` codes."""
+
+    def __init__(
+        self,
+        z_dim: int,
+        c_dim: int,
+        w_dim: int,
+        num_ws: int | None,
+        num_layers: int = 8,
+        embed_features: int | None = None,
+        layer_features: int | None = None,
+        activation: str = "lrelu",
+        lr_multiplier: float = 0.01,
+        w_avg_beta: float | None = 0.995,
+    ) -> None:
+        super().__init__()
+        self.z_dim = z_dim
+        self.c_dim = c_dim
+        self.w_dim = w_dim
+        self.num_ws = num_ws
+        self.num_layers = num_layers
+        self.w_avg_beta = w_avg_beta
+        if embed_features is None:
+            embed_features = w_dim
+        if c_dim == 0:
+            embed_features = 0
+        if layer_features is None:
+            layer_features = w_dim
+        features = [z_dim + embed_features] + [layer_features] * (num_layers - 1) + [w_dim]
+        if c_dim > 0:
+            self.embed = FullyConnectedLayer(c_dim, embed_features)
+        for idx in range(num_layers):
+            layer = FullyConnectedLayer(
+                features[idx], features[idx + 1], activation=activation, lr_multiplier=lr_multiplier
+            )
+            setattr(self, f"fc{idx}", layer)
+        if num_ws is not None and w_avg_beta is not None:
+            self.register_buffer("w_avg", torch.zeros([w_dim]))
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        update_emas: bool = False,
+        skip_w_avg_update: bool = False,
+    ) -> torch.Tensor:
+        """``z (N, z_dim)``, ``c (N, c_dim)`` -> ``ws (N, num_ws, w_dim)``."""
+        x = None
+        if self.z_dim > 0:
+            x = normalize_2nd_moment(z.to(torch.float32))
+        if self.c_dim > 0:
+            if c is None or c.ndim != 2 or c.shape[1] != self.c_dim:
+                raise ValueError(f"this generator is conditional: c must have shape [N, {self.c_dim}]")
+            y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
+            x = torch.cat([x, y], dim=1) if x is not None else y
+        for idx in range(self.num_layers):
+            x = getattr(self, f"fc{idx}")(x)
+        if update_emas and not skip_w_avg_update and self.w_avg_beta is not None:
+            with torch.no_grad():
+                self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        if self.num_ws is not None:
+            x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
+        if truncation_psi != 1:
+            if self.num_ws is None or truncation_cutoff is None:
+                x = self.w_avg.lerp(x, truncation_psi)
+            else:
+                x = x.clone()
+                x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+        return x
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 conv + noise + bias + leaky ReLU (optionally 2x up)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        kernel_size: int = 3,
+        up: int = 1,
+        use_noise: bool = True,
+        activation: str = "lrelu",
+        resample_filter: Iterable[float] = (1, 3, 3, 1),
+        conv_clamp: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.resolution = resolution
+        self.up = up
+        self.use_noise = use_noise
+        self.activation = activation
+        self.conv_clamp = conv_clamp
+        self.register_buffer("resample_filter", setup_filter(tuple(resample_filter)))
+        self.padding = kernel_size // 2
+        self.act_gain = math.sqrt(2) if activation == "lrelu" else 1.0
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        if use_noise:
+            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", gain: float = 1.0
+    ) -> torch.Tensor:
+        styles = self.affine(w)
+        noise = None
+        if self.use_noise and noise_mode == "random":
+            res = self.resolution
+            noise = torch.randn([x.shape[0], 1, res, res], device=x.device) * self.noise_strength
+        elif self.use_noise and noise_mode == "const":
+            noise = self.noise_const * self.noise_strength
+        x = modulated_conv2d(
+            x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
+            resample_filter=self.resample_filter,
+        )
+        act_gain = self.act_gain * gain
+        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act(x, self.bias, act=self.activation, gain=act_gain, clamp=act_clamp)
+
+
+class ToRGBLayer(nn.Module):
+    """Modulated 1x1 conv to image channels, no demodulation."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 1,
+        conv_clamp: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False)
+        return bias_act(x, self.bias, clamp=self.conv_clamp)
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of the synthesis network (const or 2x up, two convs)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        img_channels: int,
+        is_last: bool,
+        architecture: str = "skip",
+        resample_filter: Iterable[float] = (1, 3, 3, 1),
+        conv_clamp: float | None = None,
+        **layer_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.resolution = resolution
+        self.is_last = is_last
+        self.architecture = architecture
+        resample_filter = tuple(resample_filter)
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        self.num_conv = 0
+        self.num_torgb = 0
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+        else:
+            self.conv0 = SynthesisLayer(
+                in_channels, out_channels, w_dim, resolution, up=2,
+                resample_filter=resample_filter, conv_clamp=conv_clamp, **layer_kwargs,
+            )
+            self.num_conv += 1
+        self.conv1 = SynthesisLayer(
+            out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp, **layer_kwargs
+        )
+        self.num_conv += 1
+        if is_last or architecture == "skip":
+            self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
+            self.num_torgb += 1
+        if in_channels != 0 and architecture == "resnet":
+            self.skip = Conv2dLayer(
+                in_channels, out_channels, kernel_size=1, bias=False, up=2, resample_filter=resample_filter
+            )
+
+    def forward(
+        self,
+        x: torch.Tensor | None,
+        img: torch.Tensor | None,
+        ws: torch.Tensor,
+        noise_mode: str = "random",
+        want_img: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run the block.
+
+        Args:
+            x: ``(N, C_in, R/2, R/2)`` or None for the first block.
+            img: running RGB image ``(N, C_img, R/2, R/2)`` or None.
+            ws: ``(N, num_conv + num_torgb, w_dim)``.
+            want_img: when False, the RGB branch is skipped (feature-only run).
+
+        Returns:
+            ``(x (N, C_out, R, R), img (N, C_img, R, R) or None)``.
+        """
+        w_iter = iter(ws.unbind(dim=1))
+        if self.in_channels == 0:
+            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode)
+        elif self.architecture == "resnet":
+            y = self.skip(x, gain=math.sqrt(0.5))
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, gain=math.sqrt(0.5))
+            x = y + x
+        else:
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode)
+        if not want_img:
+            return x, None
+        if img is not None:
+            img = upsample2d(img, self.resample_filter)
+        if self.is_last or self.architecture == "skip":
+            y = self.torgb(x, next(w_iter))
+            img = img + y if img is not None else y
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    """W+ codes -> image, block by block (``b4``, ``b8``, ..., ``b{res}``)."""
+
+    def __init__(
+        self,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        num_fp16_res: int = 0,
+        **block_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        log2 = int(np.log2(img_resolution)) if img_resolution > 0 else 0
+        if img_resolution < 4 or 2**log2 != img_resolution:
+            raise ValueError(f"img_resolution must be a power of two >= 4, got {img_resolution}")
+        self.w_dim = w_dim
+        self.img_resolution = img_resolution
+        self.img_channels = img_channels
+        # fp16 is a CUDA speed trick of NVIDIA's training; dragkit computes in
+        # fp32 everywhere, so the setting is accepted and recorded only.
+        self.num_fp16_res = num_fp16_res
+        self.block_resolutions = [2**i for i in range(2, log2 + 1)]
+        channels = {res: min(channel_base // res, channel_max) for res in self.block_resolutions}
+        # Keyword arguments of NVIDIA's block that do not change the maths.
+        for key in ("fp16_channels_last", "use_fp16", "fused_modconv_default"):
+            block_kwargs.pop(key, None)
+        self.num_ws = 0
+        for res in self.block_resolutions:
+            in_channels = channels[res // 2] if res > 4 else 0
+            is_last = res == img_resolution
+            block = SynthesisBlock(
+                in_channels, channels[res], w_dim=w_dim, resolution=res,
+                img_channels=img_channels, is_last=is_last, **block_kwargs,
+            )
+            self.num_ws += block.num_conv
+            if is_last:
+                self.num_ws += block.num_torgb
+            setattr(self, f"b{res}", block)
+
+    def block_channels(self, res: int) -> int:
+        """Number of feature channels output by block ``b{res}``."""
+        return getattr(self, f"b{res}").out_channels
+
+    def _split_ws(self, ws: torch.Tensor) -> list[torch.Tensor]:
+        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
+            raise ValueError(
+                f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}"
+            )
+        out, idx = [], 0
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            out.append(ws.narrow(1, idx, block.num_conv + block.num_torgb))
+            idx += block.num_conv
+        return out
+
+    def run(
+        self,
+        ws: torch.Tensor,
+        noise_mode: str = "const",
+        feature_blocks: Iterable[int] = (),
+        return_image: bool = True,
+    ) -> tuple[torch.Tensor | None, dict[int, torch.Tensor]]:
+        """Synthesise, returning block features and (optionally) the image.
+
+        Args:
+            ws: ``(N, num_ws, w_dim)`` W+ codes.
+            noise_mode: ``'const'``, ``'random'`` or ``'none'``.
+            feature_blocks: resolutions whose block output ``x`` to return
+                (e.g. ``[32]`` for ``b32``).
+            return_image: when False, synthesis stops after the highest block
+                in ``feature_blocks`` and the RGB branch is never evaluated.
+
+        Returns:
+            ``(img (N, C_img, R, R) in ~[-1, 1] or None, {res: (N, C_res, res, res)})``.
+        """
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        wanted = set(int(r) for r in feature_blocks)
+        unknown = wanted - set(self.block_resolutions)
+        if unknown:
+            raise ValueError(f"no synthesis block at resolution(s) {sorted(unknown)}; blocks: {self.block_resolutions}")
+        last = self.img_resolution if return_image or not wanted else max(wanted)
+        feats: dict[int, torch.Tensor] = {}
+        x = img = None
+        for res, block_ws in zip(self.block_resolutions, self._split_ws(ws)):
+            block = getattr(self, f"b{res}")
+            x, img = block(x, img, block_ws, noise_mode=noise_mode, want_img=return_image)
+            if res in wanted:
+                feats[res] = x
+            if res == last:
+                break
+        return (img if return_image else None), feats
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const", **_: Any) -> torch.Tensor:
+        """``ws (N, num_ws, w_dim)`` -> image ``(N, C_img, R, R)`` in ~[-1, 1]."""
+        img, _feats = self.run(ws, noise_mode=noise_mode)
+        return img
+
+
+class Generator(nn.Module):
+    """StyleGAN2 generator: ``G(z, c) -> image``, a drop-in for NVIDIA's.
+
+    Args:
+        z_dim: latent size (0 allowed only with ``c_dim > 0``).
+        c_dim: class-label size, 0 for unconditional.
+        w_dim: intermediate latent size.
+        img_resolution: output resolution (power of two, 4..1024+).
+        img_channels: output channels (3 for RGB).
+        mapping_kwargs: ``num_layers`` (default 8), ``lr_multiplier``
+            (0.01), ``embed_features``, ``layer_features``, ``w_avg_beta``.
+        synthesis_kwargs: ``channel_base`` (32768), ``channel_max`` (512),
+            ``architecture`` ('skip' | 'orig' | 'resnet'), ``conv_clamp``
+            (None or e.g. 256), ``num_fp16_res`` (recorded; fp32 compute).
+            May also be passed flat as keywords (stylegan3 code base style).
+    """
+
+    def __init__(
+        self,
+        z_dim: int,
+        c_dim: int,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int = 3,
+        mapping_kwargs: Mapping[str, Any] | None = None,
+        synthesis_kwargs: Mapping[str, Any] | None = None,
+        **more_synthesis_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        mapping_kwargs = dict(mapping_kwargs or {})
+        synthesis_kwargs = {**dict(synthesis_kwargs or {}), **more_synthesis_kwargs}
+        self.z_dim = int(z_dim)
+        self.c_dim = int(c_dim)
+        self.w_dim = int(w_dim)
+        self.img_resolution = int(img_resolution)
+        self.img_channels = int(img_channels)
+        self.init_kwargs: dict[str, Any] = {
+            "z_dim": self.z_dim,
+            "c_dim": self.c_dim,
+            "w_dim": self.w_dim,
+            "img_resolution": self.img_resolution,
+            "img_channels": self.img_channels,
+            "mapping_kwargs": _jsonable(mapping_kwargs),
+            "synthesis_kwargs": _jsonable(synthesis_kwargs),
+        }
+        self.synthesis = SynthesisNetwork(
+            w_dim=self.w_dim, img_resolution=self.img_resolution, img_channels=self.img_channels,
+            **synthesis_kwargs,
+        )
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(
+            z_dim=self.z_dim, c_dim=self.c_dim, w_dim=self.w_dim, num_ws=self.num_ws, **mapping_kwargs
+        )
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        noise_mode: str = "const",
+        update_emas: bool = False,
+        **synthesis_kwargs: Any,
+    ) -> torch.Tensor:
+        """``z (N, z_dim)``, ``c (N, c_dim)`` -> image ``(N, C, R, R)`` in ~[-1, 1]."""
+        ws = self.mapping(
+            z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
+        )
+        return self.synthesis(ws, noise_mode=noise_mode, **synthesis_kwargs)
+
+    def z_from_seed(self, seed: int) -> torch.Tensor:
+        """NVIDIA's latent for a seed: ``np.random.RandomState(seed).randn(1, z_dim)``.
+
+        Drawn on the CPU with NumPy so a seed means the same image on every
+        device.  Returns ``(1, z_dim)`` float32 on the generator's device.
+        """
+        z = np.random.RandomState(int(seed)).randn(1, self.z_dim)
+        return torch.from_numpy(z).to(torch.float32).to(self.device)
+
+    def ws_from_seed(self, seed: int, psi: float = 1.0, truncation_cutoff: int | None = None) -> torch.Tensor:
+        """W+ codes ``(1, num_ws, w_dim)`` for a seed (unconditional models, or c = 0)."""
+        z = self.z_from_seed(seed)
+        c = torch.zeros([1, self.c_dim], device=z.device) if self.c_dim else None
+        with torch.no_grad():
+            return self.mapping(z, c, truncation_psi=psi, truncation_cutoff=truncation_cutoff)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            v = _jsonable(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[str(k)] = v
+    return out

@@ -1,0 +1,204 @@
+"""Low-level StyleGAN2 operations in pure PyTorch.
+
+These are written from the StyleGAN2 / StyleGAN2-ADA papers and reproduce
+the arithmetic of NVIDIA's reference ops (``upfirdn2d``, ``bias_act``,
+``conv2d_resample``, ``modulated_conv2d``) so that NVIDIA weights render the
+same images.  Everything is differentiable and device-agnostic; there are no
+custom CUDA kernels, so no code path depends on a GPU.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+LRELU_ALPHA = 0.2
+LRELU_GAIN = math.sqrt(2.0)
+
+
+def setup_filter(taps: Sequence[float] = (1, 3, 3, 1)) -> torch.Tensor:
+    """Return the normalised 2-D FIR filter ``outer(taps, taps) / sum``.
+
+    Returns:
+        Tensor ``(K, K)`` float32 whose entries sum to 1.
+    """
+    f = torch.as_tensor(taps, dtype=torch.float32)
+    f = torch.outer(f, f)
+    return f / f.sum()
+
+
+def upfirdn2d(
+    x: torch.Tensor,
+    f: torch.Tensor,
+    up: int = 1,
+    down: int = 1,
+    padding: Sequence[int] = (0, 0, 0, 0),
+    gain: float = 1.0,
+) -> torch.Tensor:
+    """Upsample (zero insertion), pad, FIR-filter and downsample.
+
+    Args:
+        x: ``(N, C, H, W)``.
+        f: ``(K, K)`` filter (symmetric filters make flipping moot, but the
+            filter is flipped as in true convolution for exactness).
+        up, down: integer factors.
+        padding: ``(x0, x1, y0, y1)``; negative values crop.
+        gain: overall gain; the filter is scaled by ``gain``.
+
+    Returns:
+        ``(N, C, H', W')`` with ``H' = (H*up + y0 + y1 - K + 1) // down``.
+    """
+    n, c, h, w = x.shape
+    px0, px1, py0, py1 = padding
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(n, c, h * up, w * up)
+    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+    x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
+    k = (f * gain).to(x.dtype).flip([0, 1])
+    k = k[None, None].expand(c, 1, *k.shape)
+    x = F.conv2d(x, k, groups=c)
+    if down > 1:
+        x = x[:, :, ::down, ::down]
+    return x
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
+    """Upsample ``(N, C, H, W)`` by ``up`` with FIR filter ``f`` (NVIDIA padding)."""
+    k = f.shape[0]
+    p0 = (k + up - 1) // 2
+    p1 = (k - up) // 2
+    return upfirdn2d(x, f, up=up, padding=(p0, p1, p0, p1), gain=up * up)
+
+
+def bias_act(
+    x: torch.Tensor,
+    b: torch.Tensor | None = None,
+    act: str = "linear",
+    gain: float | None = None,
+    clamp: float | None = None,
+) -> torch.Tensor:
+    """Add a per-channel bias (dim 1), apply ``act``, scale by ``gain``, clamp.
+
+    ``act`` is ``'linear'`` (default gain 1) or ``'lrelu'`` (slope 0.2,
+    default gain sqrt(2)).  ``clamp`` limits the output to ``[-clamp, clamp]``.
+    """
+    if b is not None:
+        shape = [1] * x.ndim
+        shape[1] = -1
+        x = x + b.reshape(shape).to(x.dtype)
+    if act == "lrelu":
+        x = F.leaky_relu(x, LRELU_ALPHA)
+        default_gain = LRELU_GAIN
+    elif act == "linear":
+        default_gain = 1.0
+    else:
+        raise ValueError(f"unsupported activation {act!r}")
+    g = default_gain if gain is None else gain
+    if g != 1:
+        x = x * g
+    if clamp is not None and clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+def conv2d_resample(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    f: torch.Tensor | None = None,
+    up: int = 1,
+    padding: int = 0,
+    groups: int = 1,
+) -> torch.Tensor:
+    """2-D convolution with optional 2x FIR upsampling, as NVIDIA's op.
+
+    Args:
+        x: ``(N, C_in, H, W)``.
+        w: ``(C_out, C_in / groups, k, k)``.
+        f: FIR filter for upsampling (required when ``up > 1``).
+        up: 1 or 2.
+        padding: symmetric padding of the convolution.
+
+    Returns:
+        ``(N, C_out, H*up, W*up)`` for odd ``k`` and ``padding = k // 2``.
+    """
+    if up == 1:
+        return F.conv2d(x, w, padding=padding, groups=groups)
+    assert f is not None
+    c_out, c_in_g, kh, kw = w.shape
+    fk = f.shape[0]
+    p0 = padding + (fk + up - 1) // 2
+    p1 = padding + (fk - up) // 2
+    if kw == 1 and kh == 1:
+        # 1x1 conv commutes with upsampling: convolve at low resolution.
+        x = F.conv2d(x, w, groups=groups)
+        return upfirdn2d(x, f, up=up, padding=(p0, p1, p0, p1), gain=up * up)
+    # Transposed (strided) convolution followed by the FIR filter.
+    if groups == 1:
+        wt = w.transpose(0, 1)
+    else:
+        wt = w.reshape(groups, c_out // groups, c_in_g, kh, kw).transpose(1, 2)
+        wt = wt.reshape(groups * c_in_g, c_out // groups, kh, kw)
+    p0 -= kw - 1
+    p1 -= kw - up
+    pt = max(min(-p0, -p1), 0)
+    x = F.conv_transpose2d(x, wt, stride=up, padding=pt, groups=groups)
+    return upfirdn2d(x, f, padding=(p0 + pt, p1 + pt, p0 + pt, p1 + pt), gain=up * up)
+
+
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    up: int = 1,
+    padding: int = 0,
+    resample_filter: torch.Tensor | None = None,
+    demodulate: bool = True,
+) -> torch.Tensor:
+    """StyleGAN2 modulated convolution (grouped, "fused" form).
+
+    Args:
+        x: ``(N, C_in, H, W)``.
+        weight: ``(C_out, C_in, k, k)``, unscaled.
+        styles: ``(N, C_in)`` per-sample input-channel scales.
+        noise: broadcastable to the output, added after the convolution.
+        up: 1 or 2.
+        demodulate: normalise each output filter to unit norm.
+
+    Returns:
+        ``(N, C_out, H*up, W*up)``.
+    """
+    n = x.shape[0]
+    c_out, c_in, kh, kw = weight.shape
+    w = weight.unsqueeze(0) * styles.reshape(n, 1, c_in, 1, 1)
+    dcoefs = None
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+    if n > 1:
+        # Batched form: scale activations instead of building N weight sets
+        # (same maths, much cheaper for training batches).
+        x = x * styles.to(x.dtype).reshape(n, c_in, 1, 1)
+        x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, padding=padding)
+        if dcoefs is not None:
+            x = x * dcoefs.to(x.dtype).reshape(n, c_out, 1, 1)
+        if noise is not None:
+            x = x + noise
+        return x
+    if dcoefs is not None:
+        w = w * dcoefs.reshape(n, c_out, 1, 1, 1)
+    x = x.reshape(1, n * c_in, *x.shape[2:])
+    w = w.reshape(n * c_out, c_in, kh, kw)
+    x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, padding=padding, groups=n)
+    x = x.reshape(n, c_out, *x.shape[2:])
+    if noise is not None:
+        x = x + noise
+    return x
+
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """Scale ``x`` to unit mean square along ``dim`` (pixel norm)."""
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
