@@ -1,0 +1,532 @@
+"""The drag engine on tiny random generators: maths, speed paths, session, CLI.
+
+Ground truth on the trained ``toy`` model lives in ``test_drag_toy.py``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from dragkit.cli import main as dragkit_main
+from dragkit.drag import (
+    block_features,
+    disk_offsets,
+    mask_loss,
+    motion_supervision_loss,
+    needed_feature_box,
+    sample_features,
+    track_points,
+)
+from dragkit.drag.session import DragOptions, DragSession, PointPair, StepResult
+from dragkit.errors import DragkitError, SpecError
+from dragkit.nets import Generator
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Drag steps are small; on a shared 2-core box extra threads only spin.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_generator(res: int = 32, arch: str = "skip", seed: int = 0) -> Generator:
+    torch.manual_seed(seed)
+    G = Generator(32, 0, 32, res, channel_base=16 * res, channel_max=32, architecture=arch,
+                  mapping_kwargs=dict(num_layers=2)).eval()
+    with torch.no_grad():
+        for n, p in G.named_parameters():
+            if n.endswith("noise_strength"):
+                p.fill_(0.2)  # make the (const) noise matter, so cropping it wrongly would show
+    for p in G.parameters():
+        p.requires_grad_(False)
+    return G
+
+
+@pytest.fixture(scope="module")
+def G32() -> Generator:
+    return tiny_generator(32)
+
+
+# ----------------------------------------------------------------------------
+# Sampling = the authors' resize-then-index
+
+
+@pytest.mark.parametrize("R", [4, 8, 16, 32])
+def test_sampling_integer_pixels_equals_resized_map(R):
+    H = 32
+    torch.manual_seed(R)
+    feat = torch.randn(1, 5, R, R)
+    full = F.interpolate(feat, (H, H), mode="bilinear", align_corners=False)[0]
+    ys, xs = torch.meshgrid(torch.arange(H), torch.arange(H), indexing="ij")
+    pts = torch.stack([xs, ys], dim=-1).double()  # [x, y]
+    got = sample_features(feat, pts, H)  # (H, H, C)
+    assert torch.allclose(got.permute(2, 0, 1), full, atol=1e-6)
+
+
+def test_sampling_between_pixels_equals_grid_sample_on_resized_map():
+    H, R = 32, 8
+    torch.manual_seed(1)
+    feat = torch.randn(1, 4, R, R)
+    full = F.interpolate(feat, (H, H), mode="bilinear", align_corners=False)
+    pts = torch.rand(50, 2, dtype=torch.float64) * (H - 1)
+    grid = (pts / (H - 1) * 2 - 1).float()[None, None]  # (1, 1, N, 2) in [x, y]
+    ref = F.grid_sample(full, grid, align_corners=True)[0, :, 0].t()
+    assert torch.allclose(sample_features(feat, pts, H), ref, atol=1e-5)
+
+
+def test_sampling_a_crop_needs_its_origin():
+    H, R = 32, 16
+    feat = torch.randn(1, 3, R, R)
+    pts = torch.tensor([[10.0, 12.0], [13.5, 9.25]], dtype=torch.float64)
+    crop = feat[:, :, 3:10, 4:9]
+    assert torch.allclose(sample_features(crop, pts, H, feature_size=R, origin=(4, 3)),
+                          sample_features(feat, pts, H), atol=1e-6)
+    with pytest.raises(ValueError, match="outside the feature crop"):
+        sample_features(crop, torch.tensor([[30.0, 30.0]]), H, feature_size=R, origin=(4, 3))
+
+
+# ----------------------------------------------------------------------------
+# Motion supervision
+
+
+def authors_motion_loss(feat, handles, targets, r1, H):
+    """The loss as the authors build it: resize the map, disk by torch.where, grid_sample."""
+    fr = F.interpolate(feat, (H, H), mode="bilinear", align_corners=False)
+    yy, xx = torch.meshgrid(torch.arange(H).float(), torch.arange(H).float(), indexing="ij")
+    loss = 0
+    for (px, py), (tx, ty) in zip(handles, targets):
+        d = torch.tensor([tx - px, ty - py], dtype=torch.float32)
+        if d.norm() <= 1:
+            continue
+        d = d / d.norm()
+        ys, xs = torch.where(((xx - px) ** 2 + (yy - py) ** 2).sqrt() < r1)
+        grid = torch.stack([(xs + d[0]) / (H - 1) * 2 - 1, (ys + d[1]) / (H - 1) * 2 - 1], dim=-1)[None, None]
+        moved = F.grid_sample(fr, grid, align_corners=True)[:, :, 0]
+        loss = loss + F.l1_loss(fr[:, :, ys, xs].detach(), moved)
+    return loss
+
+
+def test_motion_loss_and_gradient_match_the_authors_formulation():
+    H, R = 32, 8
+    torch.manual_seed(2)
+    feat = torch.randn(1, 6, R, R, requires_grad=True)
+    handles = torch.tensor([[10.0, 12.0], [20.0, 8.0], [15.0, 15.0]], dtype=torch.float64)
+    targets = torch.tensor([[16.0, 14.0], [14.0, 20.0], [15.5, 15.0]], dtype=torch.float64)  # last: within 1 px
+    ours = motion_supervision_loss(feat, handles, targets, 3.0, H)
+    ref = authors_motion_loss(feat, handles.tolist(), targets.tolist(), 3.0, H)
+    assert torch.allclose(ours, ref, rtol=1e-5)
+    g1, = torch.autograd.grad(ours, feat)
+    g2, = torch.autograd.grad(ref, feat)
+    assert g1.abs().sum() > 0
+    assert torch.allclose(g1, g2, atol=1e-6)
+
+
+def test_sampling_gradcheck_and_stop_gradient_is_on_the_disk():
+    H, R = 12, 6
+    torch.manual_seed(3)
+    feat = torch.randn(1, 2, R, R, dtype=torch.float64, requires_grad=True)
+    pts = torch.tensor([[5.0, 6.0], [2.3, 9.7], [0.0, 11.0]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda f: sample_features(f, pts, H), (feat,))
+    # Only F(q + d) carries gradient: its support lies on the far side of the
+    # disk, so feature rows that only the disk's back edge reads get none.
+    f32 = torch.randn(1, 3, 32, 32, requires_grad=True)
+    loss = motion_supervision_loss(f32, torch.tensor([[10.0, 10.0]]), torch.tensor([[20.0, 10.0]]), 3.0, 32)
+    g, = torch.autograd.grad(loss, f32)
+    cols = g.abs().sum(dim=(0, 1, 2))
+    assert cols[8] == 0 and cols[13] > 0  # q_x in 8..12, q_x + 1 in 9..13
+
+
+def test_points_within_one_pixel_contribute_nothing():
+    feat = torch.randn(1, 3, 8, 8, requires_grad=True)
+    loss = motion_supervision_loss(feat, torch.tensor([[5.0, 5.0]]), torch.tensor([[5.5, 5.5]]), 3.0, 32)
+    assert loss.item() == 0.0
+
+
+def test_disk_is_strict_and_mask_term_only_with_both_values():
+    assert disk_offsets(1.0).tolist() == [[0, 0]]
+    assert len(disk_offsets(2.0)) == 9  # |o| < 2: the 3x3 block; (2, 0) is at distance 2, excluded
+    assert len(disk_offsets(3.0)) == 25  # the 5x5 block (corner sqrt 8 < 3); (3, 0) excluded
+    assert len(disk_offsets(3.2)) == 37  # now (3, 0), (3, +-1) and their rotations are in
+    H, R = 16, 8
+    f0 = torch.randn(1, 3, R, R)
+    f = (f0 + 0.1 * torch.randn_like(f0)).requires_grad_(True)
+    for m in (np.ones((H, H), bool), np.zeros((H, H), bool)):
+        assert mask_loss(f, f0, torch.from_numpy(m), H).item() == 0.0
+    m = np.zeros((H, H), bool)
+    m[:, :8] = True
+    fr = F.interpolate(f, (H, H), mode="bilinear", align_corners=False)
+    f0r = F.interpolate(f0, (H, H), mode="bilinear", align_corners=False)
+    fixed = torch.from_numpy(~m).float()
+    ref = F.l1_loss(fr * fixed, f0r * fixed)
+    ours = mask_loss(f, f0, torch.from_numpy(m), H)
+    assert torch.allclose(ours, ref, rtol=1e-5)
+    g1, = torch.autograd.grad(ours, f)
+    g2, = torch.autograd.grad(ref, f)
+    assert g1.abs().sum() > 0 and torch.allclose(g1, g2, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------
+# Tracking
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+def test_tracking_finds_the_reference_feature(norm):
+    H = 32
+    torch.manual_seed(4)
+    feat = torch.randn(1, 8, H, H)  # R = H: every pixel its own feature
+    refs = torch.stack([feat[0, :, 14, 19], feat[0, :, 2, 1]])  # at (x=19, y=14) and (x=1, y=2)
+    handles = torch.tensor([[16.0, 16.0], [0.0, 0.0]], dtype=torch.float64)
+    got = track_points(feat, handles, refs, 4, H, norm=norm)
+    assert got.tolist() == [[19.0, 14.0], [1.0, 2.0]]
+    # outside Omega2 (r2 = 2) the true match cannot be found, and the answer stays in the square
+    far = track_points(feat, handles[:1], refs[:1], 2, H, norm=norm)
+    assert (far - handles[:1]).abs().max() <= 2
+
+
+# ----------------------------------------------------------------------------
+# Features on a window = features of the full synthesis
+
+
+@pytest.mark.parametrize("arch", ["skip", "resnet", "orig"])
+def test_block_features_on_a_window_equal_the_full_synthesis(arch):
+    G = tiny_generator(32, arch)
+    ws = G.ws_from_seed(5, psi=0.7)
+    for res in (8, 16, 32):
+        _, feats = G.synthesis.run(ws, feature_blocks=[res], return_image=False)
+        full = feats[res]
+        mine, origin = block_features(G, ws, res)
+        assert origin == (0, 0) and torch.allclose(mine, full, atol=1e-5)
+        for box in [(0, 0, 3, 4), (2, 1, 6, 7), (res - 4, res - 3, res, res)]:
+            crop, origin = block_features(G, ws, res, box)
+            assert origin == box[:2]
+            assert torch.allclose(crop, full[:, :, box[1]:box[3], box[0]:box[2]], atol=1e-5)
+
+
+def test_block_features_on_random_windows_are_exact():
+    import random
+
+    rng = random.Random(0)
+    for arch in ("skip", "resnet"):
+        G = tiny_generator(32, arch, seed=1)
+        ws = torch.randn(1, G.num_ws, G.w_dim)  # a W+ code with different rows
+        for res in (16, 32):
+            _, feats = G.synthesis.run(ws, feature_blocks=[res], return_image=False)
+            full = feats[res]
+            for _ in range(25):
+                x0, y0 = rng.randrange(res - 1), rng.randrange(res - 1)
+                x1, y1 = rng.randrange(x0 + 1, min(res, x0 + 7) + 1), rng.randrange(y0 + 1, min(res, y0 + 7) + 1)
+                crop, _ = block_features(G, ws, res, (x0, y0, x1, y1))
+                assert torch.allclose(crop, full[:, :, y0:y1, x0:x1], atol=1e-5), (arch, res, (x0, y0, x1, y1))
+
+
+def test_windowed_step_gives_the_same_gradient_as_the_full_map(G32):
+    ws = G32.ws_from_seed(1, psi=0.7).requires_grad_(True)
+    H, res = 32, 16
+    h = torch.tensor([[12.0, 14.0]], dtype=torch.float64)
+    t = torch.tensor([[20.0, 16.0]], dtype=torch.float64)
+    box = needed_feature_box(h, 3.0, 6, H, res)
+    assert (box[2] - box[0]) * (box[3] - box[1]) < res * res
+    crop, origin = block_features(G32, ws, res, box)
+    g1, = torch.autograd.grad(motion_supervision_loss(crop, h, t, 3.0, H, feature_size=res, origin=origin), ws)
+    _, feats = G32.synthesis.run(ws, feature_blocks=[res], return_image=False)
+    g2, = torch.autograd.grad(motion_supervision_loss(feats[res], h, t, 3.0, H), ws)
+    assert g2.abs().max() > 0
+    assert torch.allclose(g1, g2, atol=1e-6 * float(g2.abs().max()) + 1e-9)
+
+
+# ----------------------------------------------------------------------------
+# Session
+
+
+def session(G, **opts) -> DragSession:
+    return DragSession(G, seed=3, psi=0.7, options=DragOptions(**opts))
+
+
+def test_step_run_and_results(G32):
+    s = session(G32)
+    s.add_point(handle=(12, 14), target=(19, 15))
+    results = list(s.run(max_steps=15))
+    assert all(isinstance(r, StepResult) for r in results)
+    assert [r.done for r in results] == [False] * (len(results) - 1) + [True]
+    last = results[-1]
+    assert last.step == len(results) - 1 or last.reached
+    assert isinstance(last.points[0], PointPair)
+    assert last.distances[0] == pytest.approx(math.dist(last.points[0].handle, (19, 15)))
+    assert last.distances[0] < 7  # the random model's content moved towards the target
+    assert not torch.equal(s.latent, s.w0)
+    assert s.can_undo and not s.can_redo
+
+
+def test_windowed_and_full_map_sessions_follow_the_same_path(G32):
+    runs = []
+    for crop in (True, False):
+        s = session(G32, tracking="l2")
+        s._crop = crop
+        s.add_point(handle=(10, 10), target=(18, 14))
+        s.add_point(handle=(22, 24), target=(20, 17))
+        runs.append(([r.points for r in s.run(max_steps=10)], s.latent))
+    assert runs[0][0] == runs[1][0]
+    assert torch.allclose(runs[0][1], runs[1][1], atol=1e-5)
+
+
+def test_handle_at_its_target_takes_zero_steps_and_changes_nothing(G32):
+    s = session(G32)
+    before = np.asarray(s.image())
+    s.add_point(handle=(12, 12), target=(12.5, 12))
+    results = list(s.run(max_steps=50))
+    assert len(results) == 1 and results[0].step == 0 and results[0].done and results[0].reached
+    assert torch.equal(s.latent, s.w0)
+    assert np.array_equal(np.asarray(s.image()), before)
+    assert not s.can_undo
+
+
+def test_only_the_first_layers_move_and_w_space_shares_one_code(G32):
+    s = session(G32, layers=3)
+    s.add_point(handle=(12, 14), target=(20, 15))
+    list(s.run(max_steps=5))
+    assert torch.equal(s.latent[:, 3:], s.w0[:, 3:])
+    assert not torch.equal(s.latent[:, :3], s.w0[:, :3])
+    s = session(G32, space="w", layers=4)
+    s.add_point(handle=(12, 14), target=(20, 15))
+    list(s.run(max_steps=5))
+    lat = s.latent
+    assert torch.equal(lat[:, 0], lat[:, 3]) and not torch.equal(lat[:, 0], s.w0[:, 0])
+    assert torch.equal(lat[:, 4:], s.w0[:, 4:])
+
+
+def test_mask_keeps_the_fixed_region(G32):
+    def drag(mask):
+        s = session(G32, lambda_mask=50.0)
+        s.add_point(handle=(8, 8), target=(14, 10))
+        if mask is not None:
+            s.set_mask(mask)
+        list(s.run(max_steps=12))
+        return s.image_tensor(), s
+
+    img0 = G32.synthesis(G32.ws_from_seed(3, psi=0.7))
+    m = np.zeros((32, 32), bool)
+    m[:18, :20] = True  # flexible around the handle
+    free, _ = drag(None)
+    kept, s = drag(m)
+    assert s.mask is not None and s.mask.sum() == m.sum()
+    outside = torch.from_numpy(~m)
+    change_free = (free - img0).abs()[0].mean(0)[outside].mean()
+    change_kept = (kept - img0).abs()[0].mean(0)[outside].mean()
+    assert change_kept < 0.5 * change_free
+
+
+def test_undo_redo_whole_drags_and_point_edits_end_a_drag(G32):
+    s = session(G32)
+    s.add_point(handle=(12, 14), target=(20, 15))
+    lat0, pts0 = s.latent, s.points
+    list(s.run(max_steps=4))
+    lat1, pts1 = s.latent, s.points
+    for _ in range(3):
+        s.step()  # a step sequence is a drag too ...
+    s.add_point(handle=(5, 5), target=(5, 9))  # ... ended by the next non-step action
+    lat2 = s.latent
+    assert not torch.equal(lat1, lat2)
+    assert s.undo() and torch.equal(s.latent, lat1) and s.points == pts1
+    assert s.undo() and torch.equal(s.latent, lat0) and s.points == pts0
+    assert not s.undo() and not s.can_undo and s.can_redo
+    assert s.redo() and torch.equal(s.latent, lat1)
+    assert s.redo() and torch.equal(s.latent, lat2)
+    assert not s.redo()
+
+
+def test_save_load_undo_redo_reproduce_latents_and_images(G32, tmp_path):
+    s = session(G32)
+    s.add_point(handle=(12, 14), target=(20, 15))
+    m = np.zeros((32, 32), bool)
+    m[4:30, 2:28] = True
+    s.set_mask(m)
+    list(s.run(max_steps=4))
+    s.add_point(handle=(25, 5), target=(25, 10))
+    list(s.run(max_steps=3))
+    path = s.save(tmp_path / "edit.dragkit.json")
+    t = DragSession.load(path, G32)
+    assert torch.equal(t.latent, s.latent) and torch.equal(t.w0, s.w0)
+    assert t.points == s.points and np.array_equal(t.mask, s.mask)
+    assert t.options == s.options
+    assert np.array_equal(np.asarray(t.image()), np.asarray(s.image()))
+    for a in (s, t):
+        assert a.undo()
+    assert torch.equal(t.latent, s.latent) and t.points == s.points
+    for a in (s, t):
+        assert a.undo() and a.redo() and a.redo()
+    assert torch.equal(t.latent, s.latent)
+    assert np.array_equal(np.asarray(t.image()), np.asarray(s.image()))
+    # continuing after a load follows the same path as continuing without one
+    ra = [r.points for r in s.run(max_steps=3)]
+    rb = [r.points for r in t.run(max_steps=3)]
+    assert ra == rb and torch.equal(s.latent, t.latent)
+
+
+def test_get_state_is_json_and_set_state_restores(G32):
+    s = session(G32)
+    s.add_point(handle=(12, 14), target=(20, 15))
+    state = json.loads(json.dumps(s.get_state()))
+    list(s.run(max_steps=3))
+    assert not torch.equal(s.latent, s.w0)
+    s.set_state(state)
+    assert torch.equal(s.latent, s.w0) and s.points == [PointPair((12.0, 14.0), (20.0, 15.0))]
+    other = tiny_generator(64)
+    with pytest.raises(DragkitError, match="64 px|32 px"):
+        DragSession(other).set_state(state)
+
+
+def test_bad_points_masks_and_options_are_clear_errors(G32):
+    s = session(G32)
+    with pytest.raises(SpecError, match="outside"):
+        s.add_point(handle=(40, 3), target=(5, 5))
+    with pytest.raises(SpecError, match="finite"):
+        s.add_point(handle=(float("nan"), 3), target=(5, 5))
+    with pytest.raises(SpecError, match="32x32"):
+        s.set_mask(np.ones((16, 16), bool))
+    with pytest.raises(SpecError, match="at least one point"):
+        s.step()
+    with pytest.raises(SpecError, match="feature_block"):
+        session(G32, feature_block=12)
+    with pytest.raises(SpecError, match="space"):
+        DragOptions(space="z").validate()
+    with pytest.raises(SpecError, match="unknown option"):
+        DragOptions.from_dict({"lr": 0.01, "radius": 3})
+
+
+# ----------------------------------------------------------------------------
+# CLI
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    from dragkit.formats import save_native
+
+    d = tmp_path_factory.mktemp("model")
+    save_native(tiny_generator(32), d / "tiny")
+    return d / "tiny.safetensors"
+
+
+def write_spec(folder: Path, spec: dict) -> Path:
+    p = folder / "edit.json"
+    p.write_text(json.dumps(spec))
+    return p
+
+
+def test_cli_drag_writes_image_report_video_and_annotation(model_file, tmp_path, capsys):
+    Image.fromarray(np.where(np.arange(32)[None, :] < 24, 255, 0).astype(np.uint8).repeat(32, 0)).save(
+        tmp_path / "mask.png")
+    spec = write_spec(tmp_path, {"model": str(model_file), "seed": 3, "psi": 0.7,
+                                 "points": [{"handle": [12, 14], "target": [18, 15]}],
+                                 "mask": "mask.png", "max_steps": 6, "options": {"lr": 0.004, "r1": 3}})
+    out, rep, vid = tmp_path / "out.png", tmp_path / "report.json", tmp_path / "p.gif"
+    rc = dragkit_main(["drag", "--spec", str(spec), "--out", str(out), "--report", str(rep), "--video", str(vid)])
+    assert rc == 0
+    report = json.loads(rep.read_text())
+    for k in ("steps", "final_points", "distances", "reached", "seconds", "seconds_per_step"):
+        assert k in report
+    assert 0 < report["steps"] <= 6 and len(report["final_points"]) == 1
+    plain = np.asarray(Image.open(out))
+    assert plain.shape == (32, 32, 3)
+    with Image.open(vid) as v:
+        assert v.n_frames == report["steps"] + 1  # the start and one frame per step
+    out2 = tmp_path / "annotated.png"
+    assert dragkit_main(["drag", "--spec", str(spec), "--out", str(out2), "--annotate"]) == 0
+    ann = np.asarray(Image.open(out2))
+    diff = np.abs(ann.astype(int) - plain.astype(int)).sum(2) > 0
+    assert 0 < diff.sum() < 0.5 * diff.size  # marks drawn, the image still there
+    y, x = 15, 18
+    assert ann[y, x, 2] > 200  # the target marker is blue
+
+
+def test_cli_drag_mp4_video(model_file, tmp_path):
+    spec = write_spec(tmp_path, {"model": str(model_file), "points": [{"handle": [12, 14], "target": [16, 14]}],
+                                 "max_steps": 3})
+    vid = tmp_path / "p.mp4"
+    assert dragkit_main(["drag", "--spec", str(spec), "--out", str(tmp_path / "o.png"), "--video", str(vid)]) == 0
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(vid) as r:
+        frames = [f for f in r]
+    assert len(frames) >= 3 and frames[0].shape[:2] == (32, 32)
+
+
+BAD_SPECS = {
+    "unknown key": ({"pointz": []}, "unknown key"),
+    "unknown option": ({"options": {"r3": 1}}, "unknown option"),
+    "point outside": ({"points": [{"handle": [40, 3], "target": [4, 4]}]}, "outside the 32x32 image"),
+    "NaN": ("NaN", "NaN"),
+    "mask size": ({"mask": "small.png"}, "16x16"),
+    "no points": ({"points": []}, "points"),
+    "point key": ({"points": [{"handle": [1, 1], "target": [2, 2], "weight": 1}]}, "unknown key"),
+    "latent and seed": ({"latent": "w.npy"}, "either latent or seed"),
+    "latent shape": ({"latent": "bad.npy", "seed": None}, "shape"),
+    "bad option value": ({"options": {"space": "z"}}, "space"),
+    "feature block": ({"options": {"feature_block": 12}}, "feature_block"),
+    "max_steps": ({"max_steps": -1}, "max_steps"),
+    "bad json": ("{", "invalid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SPECS))
+def test_cli_malformed_specs_give_one_error_and_no_output(case, model_file, tmp_path, capsys):
+    change, needle = BAD_SPECS[case]
+    Image.new("L", (16, 16), 255).save(tmp_path / "small.png")
+    np.save(tmp_path / "bad.npy", np.zeros((3, 7), np.float32))
+    spec = {"model": str(model_file), "seed": 1, "points": [{"handle": [10, 10], "target": [14, 10]}]}
+    p = tmp_path / "edit.json"
+    if change == "NaN":
+        p.write_text(json.dumps(spec).replace('"seed": 1', '"psi": NaN'))
+    elif change == "{":
+        p.write_text("{")
+    else:
+        spec.update(change)
+        if spec.get("seed", 0) is None:
+            del spec["seed"]
+        p.write_text(json.dumps(spec))
+    out, rep = tmp_path / "out.png", tmp_path / "r.json"
+    rc = dragkit_main(["drag", "--spec", str(p), "--out", str(out), "--report", str(rep)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1
+    assert len(err) == 1 and err[0].startswith("dragkit: error: ") and needle in err[0], err
+    assert not out.exists() and not rep.exists()
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["bad.npy", "edit.json", "small.png"]
+
+
+def test_cli_rejects_bad_output_names_before_computing(model_file, tmp_path, capsys):
+    spec = write_spec(tmp_path, {"model": str(model_file), "points": [{"handle": [10, 10], "target": [14, 10]}]})
+    assert dragkit_main(["drag", "--spec", str(spec), "--out", str(tmp_path / "o.bmp")]) == 1
+    assert dragkit_main(["drag", "--spec", str(spec), "--out", str(tmp_path / "o.png"),
+                         "--video", str(tmp_path / "v.avi")]) == 1
+    err = capsys.readouterr().err
+    assert "extension" in err and not (tmp_path / "o.png").exists()
+
+
+def test_cli_as_a_user_runs_it(model_file, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    spec = write_spec(tmp_path, {"model": str(model_file), "seed": 2,
+                                 "points": [{"handle": [10, 10], "target": [13, 10]}], "max_steps": 2})
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    ok = subprocess.run([sys.executable, "-m", "dragkit.cli", "drag", "--spec", str(spec), "--out",
+                         str(tmp_path / "o.png")], capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "o.png").exists() and "steps" in ok.stdout
+    bad = json.loads(spec.read_text())
+    bad["points"][0]["handle"] = [10, 99]
+    spec.write_text(json.dumps(bad))
+    proc = subprocess.run([sys.executable, "-m", "dragkit.cli", "drag", "--spec", str(spec), "--out",
+                           str(tmp_path / "o2.png")], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "outside" in proc.stderr
+    assert not (tmp_path / "o2.png").exists()
