@@ -1,0 +1,242 @@
+"""The StyleGAN2 trainer on a tiny config: losses, checkpoints, exact resume, data errors."""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import signal
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dragkit.cli import main as cli_main
+from dragkit.errors import CheckpointError, DragkitError
+from dragkit.nets.discriminator import Discriminator, minibatch_std
+from dragkit.train.augment import diff_augment, parse_policy
+from dragkit.train.checkpoint import load_checkpoint, save_checkpoint
+from dragkit.train.dataset import ImageDataset, parse_range
+from dragkit.train.export import export_networks, load_discriminator
+from dragkit.train.loop import Trainer, make_config
+from dragkit.train.toy import write_toy_dataset
+
+
+def _tiny(**kw):
+    base = dict(data="toy", resolution=32, kimg=0.032, tick_kimg=0.008, snap_ticks=2, sample_ticks=2, seed=1,
+                pl_weight=1.0, pl_interval=4, r1_interval=4)
+    base.update(kw)
+    return make_config("tiny", **base)
+
+
+def _assert_same_state(a: Trainer, b: Trainer) -> None:
+    assert a.cur_nimg == b.cur_nimg and a.iteration == b.iteration
+    for name in ("G", "D", "G_ema"):
+        sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), f"{name}.{k} differs"
+    for name in ("opt_G", "opt_D"):
+        sa, sb = getattr(a, name).state_dict()["state"], getattr(b, name).state_dict()["state"]
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            for n in sa[k]:
+                assert torch.equal(torch.as_tensor(sa[k][n]), torch.as_tensor(sb[k][n])), f"{name}[{k}].{n} differs"
+    assert torch.equal(a.pl_mean, b.pl_mean)
+
+
+def test_tiny_training_writes_finite_log_checkpoint_and_grids(tmp_path: Path) -> None:
+    t = Trainer(_tiny(), tmp_path / "run", progress=False)
+    before = {k: v.clone() for k, v in t.G.state_dict().items()}
+    assert t.train() == "done"
+    assert t.iteration == 8 and t.kimg == pytest.approx(0.032)
+    lines = [json.loads(s) for s in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e["tick"] for e in lines] == [1, 2, 3, 4]
+    for e in lines:
+        for key in ("loss_G", "loss_D", "score_real", "score_fake", "sec_per_kimg"):
+            assert math.isfinite(e[key])
+    assert any("r1_penalty" in e for e in lines) and any("pl_penalty" in e for e in lines)
+    assert "toy_oracle_rate" in lines[-1]
+    assert (tmp_path / "run" / "reals.png").is_file()
+    assert len(list((tmp_path / "run").glob("fakes*.png"))) == 2
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["cur_nimg"] == 32 and state["iteration"] == 8
+    # G learned something and G_ema trails it.
+    after = t.G.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert any(not torch.equal(t.G_ema.state_dict()[k], after[k]) for k in after if after[k].is_floating_point())
+
+
+def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path: Path) -> None:
+    full = Trainer(_tiny(kimg=0.032), tmp_path / "full", progress=False)
+    full.train()
+
+    half = Trainer(_tiny(kimg=0.016), tmp_path / "split", progress=False)
+    half.train()
+    assert half.iteration == 4
+    # The remaining half in a fresh Trainer (as after a restart); kimg extended on resume.
+    resumed = Trainer(_tiny(kimg=0.032), tmp_path / "split", resume=True, progress=False)
+    assert resumed.iteration == 4 and resumed.cur_nimg == 16
+    _assert_same_state(half, resumed)  # the checkpoint holds the whole state
+    resumed.train()
+    _assert_same_state(full, resumed)
+    ticks = [json.loads(s)["tick"] for s in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert ticks == [1, 2, 3, 4]
+
+
+def test_stop_signal_writes_checkpoint_and_resume_continues(tmp_path: Path) -> None:
+    class Interrupted(Trainer):
+        def step(self):
+            stats = super().step()
+            if self.iteration == 3:
+                signal.raise_signal(signal.SIGINT)  # as Ctrl-C mid-run (between ticks)
+            return stats
+
+    t = Interrupted(_tiny(), tmp_path / "run", progress=False)
+    assert t.train() == "interrupted"
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["iteration"] == 3  # nothing lost: the stop wrote the checkpoint
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = Trainer(_tiny(), tmp_path / "run", resume=True, progress=False)
+    assert resumed.train() == "done"
+    full = Trainer(_tiny(), tmp_path / "full", progress=False)
+    full.train()
+    _assert_same_state(full, resumed)
+
+
+def test_new_run_refuses_to_overwrite_and_bad_checkpoint_is_clear(tmp_path: Path) -> None:
+    Trainer(_tiny(kimg=0.008), tmp_path / "run", progress=False).train()
+    with pytest.raises(DragkitError, match="--resume"):
+        Trainer(_tiny(), tmp_path / "run", progress=False)
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match="checkpoint.pt"):
+        Trainer(_tiny(), tmp_path / "run", resume=True, progress=False)
+
+
+def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"cur_nimg": 1, "w": torch.ones(3)}, path)
+
+    def boom(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError):
+        save_checkpoint({"cur_nimg": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    state = load_checkpoint(path)
+    assert state["cur_nimg"] == 1 and torch.equal(state["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def _toy_zip(tmp_path: Path, n: int = 8, res: int = 32) -> Path:
+    return write_toy_dataset(tmp_path / "data.zip", n, seed=0, resolution=res)
+
+
+def _replace_member(zpath: Path, name: str, data: bytes) -> None:
+    with zipfile.ZipFile(zpath) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    members[name] = data
+    with zipfile.ZipFile(zpath, "w") as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+
+
+def test_corrupt_image_in_zip_gives_one_clear_error_naming_the_file(tmp_path: Path, capsys) -> None:
+    z = _toy_zip(tmp_path)
+    _replace_member(z, "00003.png", b"this is not a png")
+    with pytest.raises(DragkitError, match="00003.png"):
+        ImageDataset(z)
+    rc = cli_main(["train", "--cfg", "tiny", "--data", str(z), "--kimg", "0.008", "--outdir", str(tmp_path / "r"),
+                   "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1
+    assert len(err) == 1 and "00003.png" in err[0] and "Traceback" not in err[0]
+
+
+def test_truncated_image_fails_when_decoded_naming_the_file(tmp_path: Path) -> None:
+    z = _toy_zip(tmp_path)
+    with zipfile.ZipFile(z) as zf:
+        good = zf.read("00005.png")
+    _replace_member(z, "00005.png", good[: len(good) // 2])  # header intact, pixels cut off
+    ds = ImageDataset(z)
+    with pytest.raises(DragkitError, match="00005.png"):
+        ds.load(5)
+
+
+def test_image_folder_zip_and_data_range(tmp_path: Path) -> None:
+    z = _toy_zip(tmp_path, n=10)
+    ds = ImageDataset(z, data_range=parse_range("2:5"))
+    assert len(ds) == 3 and ds.names == ["00002.png", "00003.png", "00004.png"] and ds.resolution == 32
+    folder = write_toy_dataset(tmp_path / "folder", 4, seed=0, resolution=32)
+    ds2 = ImageDataset(folder)
+    assert len(ds2) == 4
+    assert np.array_equal(ds2.load(1), ImageDataset(z).load(1))
+    b = ds.batch(iteration=0, batch_size=4, seed=0, xflip=True)
+    assert b.shape == (4, 3, 32, 32) and b.dtype == torch.uint8
+    assert torch.equal(b, ds.batch(iteration=0, batch_size=4, seed=0, xflip=True))
+    with pytest.raises(DragkitError, match="exceeds"):
+        ImageDataset(z, data_range=(0, 11))
+    with pytest.raises(DragkitError):
+        parse_range("5")
+    assert parse_range("0:19000") == (0, 19000) and parse_range("100:") == (100, -1)
+
+
+def test_training_on_an_image_zip_with_diffaugment_and_xflip(tmp_path: Path) -> None:
+    z = _toy_zip(tmp_path, n=8)
+    cfg = _tiny(data=str(z), resolution=None, kimg=0.016, diffaug="translation,cutout,color", xflip=True,
+                data_range="0:6")
+    t = Trainer(cfg, tmp_path / "run", progress=False)
+    assert t.train() == "done"
+    line = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
+    assert "toy_oracle_rate" not in line and math.isfinite(line["loss_D"])
+
+
+def test_export_writes_native_generator_and_discriminator(tmp_path: Path) -> None:
+    from dragkit.formats.native import load_native
+
+    t = Trainer(_tiny(kimg=0.008), tmp_path / "run", progress=False)
+    t.train()
+    paths = export_networks(t, tmp_path / "out" / "tiny", metadata={"kimg": t.kimg})
+    assert sorted(p.name for p in paths) == ["tiny.disc.json", "tiny.disc.safetensors", "tiny.json", "tiny.safetensors"]
+    G = load_native(tmp_path / "out" / "tiny")
+    z = torch.randn(2, G.z_dim)
+    with torch.no_grad():
+        assert torch.equal(G(z, None, noise_mode="const"), t.G_ema(z, None, noise_mode="const"))
+    D = load_discriminator(tmp_path / "out" / "tiny")
+    img = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(D(img), t.D.eval()(img))
+    # the CLI does the same at the end of a run
+    rc = cli_main(["train", "--outdir", str(tmp_path / "run"), "--resume", "--kimg", "0.008",
+                   "--export", str(tmp_path / "cli" / "m"), "--no-progress"])
+    assert rc == 0 and (tmp_path / "cli" / "m.safetensors").is_file() and (tmp_path / "cli" / "m.disc.json").is_file()
+
+
+def test_discriminator_shapes_and_minibatch_std() -> None:
+    D = Discriminator(32, 3, channel_base=256, channel_max=32, mbstd_group_size=2)
+    assert [n for n, _ in D.named_parameters()][:3] == ["b32.fromrgb.weight", "b32.fromrgb.bias", "b32.conv0.weight"]
+    assert "b4.out.bias" in dict(D.named_parameters())
+    out = D(torch.randn(4, 3, 32, 32))
+    assert out.shape == (4, 1)
+    x = torch.randn(4, 5, 4, 4)
+    y = minibatch_std(x, group_size=2)
+    assert y.shape == (4, 6, 4, 4) and torch.equal(y[:, :5], x)
+    # identical samples within a group have zero std
+    same = torch.ones(4, 5, 4, 4)
+    assert minibatch_std(same, 4)[:, 5].abs().max() < 1e-3
+    with pytest.raises(ValueError):
+        D(torch.randn(4, 3, 16, 16))
+
+
+def test_diffaugment_keeps_shape_and_passes_gradients() -> None:
+    x = torch.randn(4, 3, 16, 16, requires_grad=True)
+    y = diff_augment(x, parse_policy("translation,cutout,color"))
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert parse_policy("none") == ()
+    with pytest.raises(DragkitError):
+        parse_policy("rotation")
