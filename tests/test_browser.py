@@ -252,7 +252,10 @@ def test_drag_moves_the_handle_and_the_image(page):
     page.wait_for_function("window.dragkit.metrics.frames > 0", timeout=30000)
     page.wait_for_function("window.dragkit.lastOutcome !== null", timeout=150000)
     outcome = page.evaluate("window.dragkit.lastOutcome")
-    st = wait_state(page, "!s.running")
+    # The state message that follows "done" carries the handle tracked on the
+    # final image; an earlier (pre-drag) state also has running == false.
+    oh = outcome["points"][0]
+    st = wait_state(page, f"!s.running && s.points.length === 1 && s.points[0].handle[0] === {oh[0]} && s.points[0].handle[1] === {oh[1]}")
     assert outcome["reason"] == "reached", f"the handle did not arrive: {outcome}"
 
     # The drawn handle moved to the target, and is drawn red there.

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# OpenMP threads that spin while waiting steal the CPU from each other on a
+# small or shared machine: a drag step of a small model ran 5-10x slower
+# with the default policy (benchmarks/bench_drag.py).  Must be set before
+# torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from typing import Sequence
 
 from .errors import DragkitError

@@ -31,6 +31,8 @@ def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
+        # mkstemp creates 0600; give the file the mode a plain open() would.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, dest)
@@ -41,6 +43,12 @@ def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> Path:
             pass
         raise
     return dest
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_image_atomic(img: Image.Image, dest: str | os.PathLike[str]) -> Path:
