@@ -6,7 +6,7 @@ times full iterations (G main, D main; R1 every 16th and path length every
 
     python benchmarks/bench_train.py                      # CPU or CUDA, whichever is default
     python benchmarks/bench_train.py --device cpu --threads 2 --iters 10
-    python benchmarks/bench_train.py --faces-data /work/shared/data/celeba128_train.zip
+    python benchmarks/bench_train.py --faces-data ../shared/data/celeba128_train.zip
 
 Without the face zip, the face config trains on random 128 px images (the
 throughput does not depend on the pictures).
@@ -24,7 +24,7 @@ import torch
 
 from dragkit.train.loop import Trainer, make_config
 
-DEFAULT_FACES = Path("/work/shared/data/celeba128_train.zip")
+DEFAULT_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba128_train.zip"  # ../shared beside the checkout
 
 
 def _random_faces(folder: Path, n: int = 64) -> Path:
