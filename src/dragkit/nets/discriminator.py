@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .generator import FullyConnectedLayer
 from .ops import bias_act, setup_filter, upfirdn2d
 
 __all__ = ["Discriminator", "minibatch_std"]
@@ -76,25 +77,6 @@ class DiscConv2dLayer(nn.Module):
                 x = torch.nn.functional.conv2d(x, w, stride=d)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
-
-
-class DiscFullyConnectedLayer(nn.Module):
-    """Equalised-lr linear layer (NVIDIA's ``FullyConnectedLayer``)."""
-
-    def __init__(self, in_features: int, out_features: int, activation: str = "linear") -> None:
-        super().__init__()
-        self.activation = activation
-        self.weight = nn.Parameter(torch.randn([out_features, in_features]))
-        self.bias = nn.Parameter(torch.zeros([out_features]))
-        self.weight_gain = 1 / math.sqrt(in_features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, in)`` -> ``(N, out)``."""
-        w = (self.weight * self.weight_gain).to(x.dtype)
-        b = self.bias.to(x.dtype)
-        if self.activation == "linear":
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act(x.matmul(w.t()), b, act=self.activation)
 
 
 class DiscriminatorBlock(nn.Module):
@@ -158,8 +140,8 @@ class DiscriminatorEpilogue(nn.Module):
         self.conv = DiscConv2dLayer(
             in_channels + mbstd_num_channels, in_channels, 3, activation="lrelu", conv_clamp=conv_clamp
         )
-        self.fc = DiscFullyConnectedLayer(in_channels * resolution**2, in_channels, activation="lrelu")
-        self.out = DiscFullyConnectedLayer(in_channels, 1)
+        self.fc = FullyConnectedLayer(in_channels * resolution**2, in_channels, activation="lrelu")
+        self.out = FullyConnectedLayer(in_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mbstd_num_channels > 0:
