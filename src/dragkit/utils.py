@@ -46,6 +46,7 @@ def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> Path:
 
 
 def _umask() -> int:
+    """The process umask (read without changing it for longer than a call)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

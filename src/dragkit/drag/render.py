@@ -10,7 +10,7 @@ from typing import Sequence
 from PIL import Image, ImageDraw
 
 from ..errors import DragkitError
-from ..utils import atomic_write_bytes
+from ..utils import _umask, atomic_write_bytes
 
 __all__ = ["annotate", "write_video", "VIDEO_SUFFIXES"]
 
@@ -90,6 +90,7 @@ def write_video(frames: Sequence[Image.Image], dest: str | os.PathLike[str], fps
                 if (W, H) != (w, h):
                     a = np.pad(a, ((0, H - h), (0, W - w), (0, 0)), mode="edge")
                 writer.append_data(a)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600
         os.replace(tmp, dest)
     except BaseException as exc:
         try:
