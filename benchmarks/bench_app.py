@@ -64,7 +64,7 @@ def start_server(model: str, sessions: str) -> tuple[subprocess.Popen, str]:
 
 def pick_points(model: str, seed: int) -> tuple[tuple[float, float], tuple[float, float], str]:
     """Handle on the toy disk and a target R/8 px (at least 5) away where the disk
-    still fits and clears the square, if the toy oracle can read the image;
+    still fits and clears the bar, if the toy oracle can read the image;
     else a fixed pair."""
     import math
 
@@ -81,12 +81,12 @@ def pick_points(model: str, seed: int) -> tuple[tuple[float, float], tuple[float
         m = None
     if m is not None and m.disk is not None:
         (cx, cy), r = m.disk.center, m.disk.size
-        (sx, sy), h = (m.square.center, m.square.size) if m.square else ((-1e3, -1e3), 0)
+        (sx, sy), (hx, hy) = (m.bar.center, m.bar.half_extent) if m.bar else ((-1e3, -1e3), (0, 0))
         step = max(5, round(R / 8))
         for dx, dy in ((step, 0), (-step, 0), (0, step), (0, -step)):
             tx, ty = round(cx) + dx, round(cy) + dy
             inside = r + 2 <= tx <= R - 3 - r and r + 2 <= ty <= R - 3 - r
-            gap = math.hypot(max(abs(tx - sx) - h, 0), max(abs(ty - sy) - h, 0)) - r
+            gap = math.hypot(max(abs(tx - sx) - hx, 0), max(abs(ty - sy) - hy, 0)) - r
             if inside and gap >= 3:
                 return (round(cx), round(cy)), (tx, ty), "toy disk"
     return (round(R * 0.4), round(R * 0.5)), (round(R * 0.55), round(R * 0.5)), "fixed points"

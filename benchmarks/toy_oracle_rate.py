@@ -2,6 +2,7 @@
 
     python benchmarks/toy_oracle_rate.py                 # bundled `toy`, seeds 0..255, psi 1 and 0.7
     python benchmarks/toy_oracle_rate.py --model runs/toy/toy --count 256 --psi 1
+    python benchmarks/toy_oracle_rate.py --checkpoint runs/toy/checkpoint.pt   # G_ema of a training snapshot
 
 Prints the hit rate (both objects found and plausible, nothing else of
 note), the reasons for the misses, and the same figure on freshly drawn
@@ -41,14 +42,25 @@ def sample_rate(G, seeds, psi: float) -> tuple[float, collections.Counter, list[
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="toy")
+    p.add_argument("--checkpoint", default=None, help="use G_ema of a training checkpoint instead (read only)")
     p.add_argument("--count", type=int, default=256)
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--psi", default="1,0.7", help="comma-separated truncation values")
     args = p.parse_args()
     torch.set_grad_enabled(False)
-    G = load_model(args.model)
+    if args.checkpoint:
+        from dragkit.nets import Generator
+        from dragkit.train.checkpoint import load_checkpoint
+
+        ck = load_checkpoint(args.checkpoint)
+        G = Generator(**ck["G_init_kwargs"]).eval()
+        G.load_state_dict(ck["G_ema"])
+        name = f"G_ema of {args.checkpoint} at {ck['cur_nimg'] / 1000:.1f} kimg"
+    else:
+        G = load_model(args.model)
+        name = f"model {args.model}"
     seeds = range(args.first_seed, args.first_seed + args.count)
-    print(f"model {args.model}: {G.img_resolution} px, seeds {seeds.start}..{seeds.stop - 1}")
+    print(f"{name}: {G.img_resolution} px, seeds {seeds.start}..{seeds.stop - 1}")
     for psi in (float(s) for s in args.psi.split(",")):
         t0 = time.time()
         rate, fails, fits = sample_rate(G, seeds, psi)

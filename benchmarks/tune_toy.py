@@ -4,12 +4,12 @@ Each configuration drags the disk of ``--drags`` toy scenes (the model's own
 samples, seeds ``--first-seed``... that the oracle reads cleanly; seeds kept
 apart from the tests' 0..99) by 6-12 px in a seeded random direction that
 keeps the disk inside the world's limits, then asks the oracle
-(:func:`dragkit.train.toy.measure`) where the disk and the square ended up.
+(:func:`dragkit.train.toy.measure`) where the disk and the bar ended up.
 
 Printed per configuration: success rate (oracle disk centre within 1.5 px of
 the target), mean and worst final error over the drags the oracle could
 still read, how many it could not ("lost": the object broke up or
-vanished), the median distance the square (which nobody dragged) moved,
+vanished), the median distance the bar (which nobody dragged) moved,
 median steps, milliseconds per step, and the share of final images the
 oracle reads as clean scenes.  The sweep varies one
 setting at a time around a base configuration.
@@ -72,10 +72,10 @@ def _two_blobs(m):
 
 
 def drag_problems(G, count: int, first_seed: int, psi: float = 0.7, rng_seed: int = 1234, proxy: bool = False):
-    """``count`` (seed, disk centre, target, square centre) with a clean oracle reading.
+    """``count`` (seed, disk centre, target, bar centre, colours) with a clean oracle reading.
 
     ``proxy``: accept any scene with exactly two blobs (shapes need not be
-    clean); the larger blob plays the disk, the other the square.
+    clean); the larger blob plays the disk, the other the bar.
     """
     H = G.img_resolution
     rng = np.random.default_rng(rng_seed)
@@ -94,7 +94,8 @@ def drag_problems(G, count: int, first_seed: int, psi: float = 0.7, rng_seed: in
         elif not m.ok:
             continue
         else:
-            disk, sq = m.disk, m.square
+            disk, sq = m.disk, m.bar
+        hx, hy = sq.half_extent
         for _ in range(100):
             ang = rng.uniform(0, 2 * math.pi)
             length = rng.uniform(6, 12)
@@ -102,8 +103,8 @@ def drag_problems(G, count: int, first_seed: int, psi: float = 0.7, rng_seed: in
             ty = disk.center[1] + length * math.sin(ang)
             margin = disk.size + 3 * H / 64
             inside = margin - 0.5 <= tx <= H - 0.5 - margin and margin - 0.5 <= ty <= H - 0.5 - margin
-            dx = max(abs(tx - sq.center[0]) - sq.size, 0)
-            dy = max(abs(ty - sq.center[1]) - sq.size, 0)
+            dx = max(abs(tx - sq.center[0]) - hx, 0)
+            dy = max(abs(ty - sq.center[1]) - hy, 0)
             if inside and math.hypot(dx, dy) >= disk.size + 4 * H / 64:
                 out.append((seed - 1, disk.center, (tx, ty), sq.center, disk.color, sq.color))
                 break
@@ -139,13 +140,13 @@ def evaluate(G, problems, opts: DragOptions, max_steps: int, proxy: bool = False
             errs.append(math.dist(a.center, target))
             moved_sq.append(math.dist(b.center, sq0))
             continue
-        if m.disk is None or m.square is None:
+        if m.disk is None or m.bar is None:
             errs.append(float("inf"))
             moved_sq.append(float("inf"))
             continue
         ok_reads += m.ok
         errs.append(math.dist(m.disk.center, target))
-        moved_sq.append(math.dist(m.square.center, sq0))
+        moved_sq.append(math.dist(m.bar.center, sq0))
     finite = [e for e in errs if math.isfinite(e)]
     sq_finite = [e for e in moved_sq if math.isfinite(e)]
     return {
@@ -153,7 +154,7 @@ def evaluate(G, problems, opts: DragOptions, max_steps: int, proxy: bool = False
         "mean_err": statistics.mean(finite) if finite else float("inf"),
         "worst_err": max(finite) if finite else float("inf"),
         "lost": len(errs) - len(finite),
-        "square_moved": statistics.median(sq_finite) if sq_finite else float("inf"),
+        "bar_moved": statistics.median(sq_finite) if sq_finite else float("inf"),
         "steps": statistics.median(steps),
         "sec_per_step": statistics.median(secs),
         "clean": ok_reads / len(errs),
@@ -171,7 +172,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--proxy", action="store_true",
                    help="for an under-trained model: score blob centroids (two blobs, matched by colour) "
-                        "instead of requiring clean disk/square readings")
+                        "instead of requiring clean disk/bar readings")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     G = load_generator(args)
@@ -182,7 +183,7 @@ def main() -> int:
     what = "the larger blob (proxy: two-blob scenes, centroids matched by colour)" if args.proxy else "the disk"
     print(f"{len(problems)} drags of {what} by 6-12 px; scenes from seeds {args.first_seed}+; "
           f"max {args.max_steps} steps; success = oracle error <= 1.5 px; {G.img_resolution} px model")
-    print(f"{'setting':22} {'success':>8} {'mean err':>9} {'worst':>7} {'lost':>5} {'square moved':>13} "
+    print(f"{'setting':22} {'success':>8} {'mean err':>9} {'worst':>7} {'lost':>5} {'bar moved':>10} "
           f"{'steps':>6} {'ms/step':>8} {'clean':>6}")
     sweep = SWEEP if not args.only else {k: SWEEP[k] for k in args.only.split(",")}
     done = {}
@@ -197,7 +198,7 @@ def main() -> int:
                 done[key] = evaluate(G, problems, DragOptions(**cfg), args.max_steps, proxy=args.proxy)
             r = done[key]
             print(f"{label:22} {r['success']:8.0%} {r['mean_err']:9.2f} {r['worst_err']:7.2f} {r['lost']:5d} "
-                  f"{r['square_moved']:13.2f} {r['steps']:6.0f} {1000 * r['sec_per_step']:8.1f} {r['clean']:6.0%}",
+                  f"{r['bar_moved']:10.2f} {r['steps']:6.0f} {1000 * r['sec_per_step']:8.1f} {r['clean']:6.0%}",
                   flush=True)
     return 0
 

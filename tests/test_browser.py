@@ -63,7 +63,7 @@ def find_toy_scene(model: str) -> tuple[int, tuple[float, float], tuple[int, int
 
     Returns ``(seed, disk centre, target, resolution)``; the target is
     R/8 px (at least 5 px) away, where the moved disk would still lie inside the image and
-    clear of the square.
+    clear of the bar.
     """
     from dragkit.models import load_model
     from dragkit.train.toy import measure
@@ -75,7 +75,7 @@ def find_toy_scene(model: str) -> tuple[int, tuple[float, float], tuple[int, int
     import torch
 
     def scenes():
-        # Clean scenes first; then any with a plausible disk (the square, if
+        # Clean scenes first; then any with a plausible disk (the bar, if
         # not recognised, is then avoided only as far as the oracle saw it).
         later = []
         threads = torch.get_num_threads()
@@ -94,11 +94,11 @@ def find_toy_scene(model: str) -> tuple[int, tuple[float, float], tuple[int, int
 
     for seed, m in scenes():
         (cx, cy), r = m.disk.center, m.disk.size
-        others = [o for o in m.objects if o is not m.disk] or ([m.square] if m.square else [])
+        others = [o for o in m.objects if o is not m.disk] or ([m.bar] if m.bar else [])
         for dx, dy in ((step, 0), (-step, 0), (0, step), (0, -step)):
             tx, ty = round(cx) + dx, round(cy) + dy
             inside = r + 2 <= tx <= R - 3 - r and r + 2 <= ty <= R - 3 - r
-            clear = all(math.hypot(tx - o.center[0], ty - o.center[1]) - o.size * math.sqrt(2) - r >= 3
+            clear = all(math.hypot(tx - o.center[0], ty - o.center[1]) - math.hypot(*o.half_extent) - r >= 3
                         for o in others)
             if inside and clear:
                 return seed, (cx, cy), (tx, ty), R

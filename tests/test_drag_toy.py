@@ -1,6 +1,6 @@
 """Ground truth: drags on the bundled ``toy`` model, scored by the toy world's oracle.
 
-The toy world (``dragkit.train.toy``) shows a disk and a square; its oracle
+The toy world (``dragkit.train.toy``) shows a disk and a bar; its oracle
 measures where each object is to a few hundredths of a pixel.  So "drag the
 disk's centre to a target" has a right answer.  These tests need the
 bundled ``toy`` model; if it is missing they FAIL (not skip): without it the
@@ -80,7 +80,8 @@ def clean_scenes(G, count, first_seed=0, psi=0.7):
 
 def feasible_target(rng, m, H, lo=6.0, hi=12.0):
     """A target 6-12 px from the disk centre where the disk still fits the world's rules."""
-    disk, sq = m.disk, m.square
+    disk, bar = m.disk, m.bar
+    hx, hy = bar.half_extent
     for _ in range(200):
         ang = rng.uniform(0, 2 * math.pi)
         length = rng.uniform(lo, hi)
@@ -88,8 +89,8 @@ def feasible_target(rng, m, H, lo=6.0, hi=12.0):
         ty = disk.center[1] + length * math.sin(ang)
         margin = disk.size + 3 * H / 64
         inside = margin - 0.5 <= tx <= H - 0.5 - margin and margin - 0.5 <= ty <= H - 0.5 - margin
-        dx = max(abs(tx - sq.center[0]) - sq.size, 0)
-        dy = max(abs(ty - sq.center[1]) - sq.size, 0)
+        dx = max(abs(tx - bar.center[0]) - hx, 0)
+        dy = max(abs(ty - bar.center[1]) - hy, 0)
         if inside and math.hypot(dx, dy) >= disk.size + 4 * H / 64:
             return tx, ty
     return None
@@ -130,7 +131,7 @@ def test_disk_centre_dragged_in_ten_random_directions_lands_on_target(G):
 
 
 @UNDERTRAINED_TOY
-def test_mask_flexible_around_the_disk_keeps_the_square_still(G):
+def test_mask_flexible_around_the_disk_keeps_the_bar_still(G):
     H = G.img_resolution
     rng = np.random.default_rng(7)
     for seed, m in clean_scenes(G, 20):
@@ -145,12 +146,12 @@ def test_mask_flexible_around_the_disk_keeps_the_square_still(G):
     vx, vy = target[0] - cx, target[1] - cy
     u = np.clip((px * vx + py * vy) / (vx * vx + vy * vy), 0, 1)
     mask = np.hypot(px - u * vx, py - u * vy) <= r + 3
-    assert not mask[int(round(m.square.center[1])), int(round(m.square.center[0]))]
+    assert not mask[int(round(m.bar.center[1])), int(round(m.bar.center[0]))]
     s, last = drag(G, seed, [(m.disk.center, target)], mask=mask)
     after = toy.measure(s.image())
-    assert after.square is not None and after.disk is not None
-    square_moved = math.dist(after.square.center, m.square.center)
-    assert square_moved < 0.5, f"the square moved {square_moved:.2f} px"
+    assert after.bar is not None and after.disk is not None
+    bar_moved = math.dist(after.bar.center, m.bar.center)
+    assert bar_moved < 0.5, f"the bar moved {bar_moved:.2f} px"
     start = math.dist(m.disk.center, target)
     assert math.dist(after.disk.center, target) < 0.5 * start  # and the disk did move
 
@@ -163,28 +164,29 @@ def test_two_handles_on_two_objects_both_arrive(G):
         t1 = feasible_target(rng, m, H, 5.0, 7.0)
         if t1 is None:
             continue
-        # move the square in a direction that keeps it clear of the disk's new place and the border
-        sq = m.square
+        # move the bar in a direction that keeps it clear of the disk's new place and the border
+        bar = m.bar
+        hx, hy = bar.half_extent
         best = None
         for _ in range(100):
             ang = rng.uniform(0, 2 * math.pi)
-            tx, ty = sq.center[0] + 6 * math.cos(ang), sq.center[1] + 6 * math.sin(ang)
-            margin = sq.size + 3 * H / 64
-            dx = max(abs(t1[0] - tx) - sq.size, 0)
-            dy = max(abs(t1[1] - ty) - sq.size, 0)
-            if margin - 0.5 <= tx <= H - 0.5 - margin and margin - 0.5 <= ty <= H - 0.5 - margin and \
+            tx, ty = bar.center[0] + 6 * math.cos(ang), bar.center[1] + 6 * math.sin(ang)
+            mx, my = hx + 3 * H / 64, hy + 3 * H / 64
+            dx = max(abs(t1[0] - tx) - hx, 0)
+            dy = max(abs(t1[1] - ty) - hy, 0)
+            if mx - 0.5 <= tx <= H - 0.5 - mx and my - 0.5 <= ty <= H - 0.5 - my and \
                     math.hypot(dx, dy) >= m.disk.size + 5 * H / 64:
                 best = (tx, ty)
                 break
         if best is not None:
             break
     assert best is not None
-    s, last = drag(G, seed, [(m.disk.center, t1), (sq.center, best)])
+    s, last = drag(G, seed, [(m.disk.center, t1), (bar.center, best)])
     after = toy.measure(s.image())
-    assert after.disk is not None and after.square is not None, after.problems
+    assert after.disk is not None and after.bar is not None, after.problems
     e_disk = math.dist(after.disk.center, t1)
-    e_sq = math.dist(after.square.center, best)
-    assert e_disk <= 2.0 and e_sq <= 2.0, (e_disk, e_sq, last)
+    e_bar = math.dist(after.bar.center, best)
+    assert e_disk <= 2.0 and e_bar <= 2.0, (e_disk, e_bar, last)
 
 
 def some_object(G, seed=0):

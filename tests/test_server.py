@@ -12,6 +12,7 @@ import io
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -655,3 +656,18 @@ def test_frames_wait_for_the_browser(client):
     assert m["steps"] == 12 and 1 <= frames <= 2
     tab.until("state")
     close_tab(tab)
+
+
+def test_old_saved_edits_are_pruned_and_recent_ones_kept(tmp_path):
+    from dragkit.server.sessions import SessionStore
+
+    store = SessionStore(tmp_path)
+    old, new = "a" * 20, "b" * 20
+    for sid in (old, new):
+        (tmp_path / sid).mkdir()
+        (tmp_path / sid / "session.json").write_text("{}")
+    stale = time.time() - 40 * 86400
+    os.utime(tmp_path / old / "session.json", (stale, stale))
+    (tmp_path / "not-a-session").mkdir()  # foreign folders are left alone
+    assert store.prune(30) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([new, "not-a-session"])

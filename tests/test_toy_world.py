@@ -22,7 +22,7 @@ from dragkit.train.toy import (
 
 def _center_error(scene: ToyScene, m) -> dict[str, float]:
     out = {}
-    for shape in ("disk", "square"):
+    for shape in ("disk", "bar"):
         true, got = scene.get(shape), m.get(shape)
         assert got is not None, (shape, m.problems)
         out[shape] = math.hypot(got.center[0] - true.center[0], got.center[1] - true.center[1])
@@ -37,7 +37,7 @@ def test_oracle_recovers_true_centres_within_half_a_pixel(resolution: int) -> No
         m = measure(arr)
         assert m.ok, m.problems
         errors.extend(_center_error(scene, m).values())
-        for shape in ("disk", "square"):
+        for shape in ("disk", "bar"):
             size_errors.append(abs(m.get(shape).size - scene.get(shape).size))
     assert max(errors) < 0.5
     # Far better than required in practice: the coverage centroid is exact up to uint8 rounding.
@@ -59,12 +59,12 @@ def test_shapes_are_told_apart_by_shape_not_colour() -> None:
     rng = np.random.default_rng(11)
     for i in range(20):
         scene = sample_scene(rng)
-        disk, square = scene.objects
+        disk, bar = scene.objects
         # Same colour for both objects, then the colours swapped.
-        same = ToyScene(scene.resolution, scene.background, (disk, ToyObject("square", square.center, square.size, disk.color)))
+        same = ToyScene(scene.resolution, scene.background, (disk, ToyObject("bar", bar.center, bar.size, disk.color)))
         swapped = ToyScene(scene.resolution, scene.background, (
-            ToyObject("disk", disk.center, disk.size, square.color),
-            ToyObject("square", square.center, square.size, disk.color),
+            ToyObject("disk", disk.center, disk.size, bar.color),
+            ToyObject("bar", bar.center, bar.size, disk.color),
         ))
         for sc in (same, swapped):
             m = measure(render_scene(sc))
@@ -74,24 +74,31 @@ def test_shapes_are_told_apart_by_shape_not_colour() -> None:
 
 def test_missing_object_is_reported() -> None:
     _, scene = toy_image(seed=0, index=5)
-    only_square = ToyScene(scene.resolution, scene.background, (scene.get("square"),))
-    m = measure(render_scene(only_square))
+    only_bar = ToyScene(scene.resolution, scene.background, (scene.get("bar"),))
+    m = measure(render_scene(only_bar))
     assert not m.ok
-    assert m.disk is None and m.square is not None
+    assert m.disk is None and m.bar is not None
     assert any("disk" in p for p in m.problems)
 
     blank = np.full((64, 64, 3), 60, dtype=np.uint8)
     m = measure(blank)
-    assert not m.ok and m.disk is None and m.square is None
+    assert not m.ok and m.disk is None and m.bar is None
 
 
 def test_implausible_shapes_are_rejected() -> None:
     img = np.full((64, 64, 3), 60, dtype=np.uint8)
-    img[20:24, 5:60] = (250, 30, 30)  # a long bar: neither a disk nor a square
+    img[20:24, 5:60] = (250, 30, 30)  # a bar far too long and thin: neither a disk nor the world's bar
     m = measure(img)
-    assert not m.ok and m.disk is None and m.square is None
+    assert not m.ok and m.disk is None and m.bar is None
 
-    # A ring (hollow disk) and a triangle are not disks or squares.
+    # A square is neither a disk nor a bar; nor is a vertical bar.
+    img = np.full((64, 64, 3), 60, dtype=np.uint8)
+    img[10:30, 10:30] = (250, 30, 30)
+    img[34:60, 44:54] = (30, 30, 250)
+    m = measure(img)
+    assert not m.ok and m.disk is None and m.bar is None
+
+    # A ring (hollow disk) and a triangle are not disks or bars.
     yy, xx = np.mgrid[0:64, 0:64]
     d = np.hypot(xx - 20, yy - 20)
     img = np.full((64, 64, 3), 60, dtype=np.uint8)
@@ -99,7 +106,7 @@ def test_implausible_shapes_are_rejected() -> None:
     tri = (yy > 35) & (yy < 60) & (xx > 35) & (xx - 35 < (yy - 35))
     img[tri] = (30, 30, 250)
     m = measure(img)
-    assert not m.ok and m.disk is None and m.square is None
+    assert not m.ok and m.disk is None and m.bar is None
 
     # A disk far too large for the world.
     big = ToyScene(64, (0.25, 0.25, 0.25), (ToyObject("disk", (31.5, 31.5), 28.0, (1.0, 0.2, 0.2)),))
@@ -125,14 +132,17 @@ def test_scenes_are_valid_and_deterministic() -> None:
         arr, scene = toy_image(seed=5, index=i)
         arr2, scene2 = toy_image(seed=5, index=i)
         assert scene == scene2 and np.array_equal(arr, arr2)
-        disk, square = scene.get("disk"), scene.get("square")
-        assert 8 <= disk.size <= 13 and 7 <= square.size <= 12
+        disk, bar = scene.get("disk"), scene.get("bar")
+        assert 8 <= disk.size <= 13 and 11 <= bar.size <= 16
+        assert bar.half_extent == pytest.approx((bar.size, bar.size / 2.5))
         # inside the image with a margin, and apart from each other
         for obj in scene.objects:
-            assert obj.center[0] - obj.size >= 2 and obj.center[0] + obj.size <= 61.5
-            assert obj.center[1] - obj.size >= 2 and obj.center[1] + obj.size <= 61.5
-        dx = max(abs(disk.center[0] - square.center[0]) - square.size, 0)
-        dy = max(abs(disk.center[1] - square.center[1]) - square.size, 0)
+            hx, hy = obj.half_extent
+            assert obj.center[0] - hx >= 2 and obj.center[0] + hx <= 61.5
+            assert obj.center[1] - hy >= 2 and obj.center[1] + hy <= 61.5
+        hx, hy = bar.half_extent
+        dx = max(abs(disk.center[0] - bar.center[0]) - hx, 0)
+        dy = max(abs(disk.center[1] - bar.center[1]) - hy, 0)
         assert math.hypot(dx, dy) >= disk.size + 4 - 1e-9
     assert not np.array_equal(toy_image(5, 0)[0], toy_image(6, 0)[0])
 

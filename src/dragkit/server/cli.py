@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="secret every request must carry (required for a non-loopback --host); "
                    "'auto' generates one")
     p.add_argument("--sessions-dir", default=None, help="where open edits are saved (default $DRAGKIT_HOME/sessions)")
+    p.add_argument("--keep-days", type=float, default=30,
+                   help="at start, delete saved edits untouched for this many days (default 30; 0 keeps all)")
     p.add_argument("--max-sessions", type=int, default=16, help="editor tabs open at once (default 16)")
     p.add_argument("--max-steps", type=int, default=2000, help="largest step cap a user may set (default 2000)")
     p.add_argument("--max-points", type=int, default=32, help="point pairs per image (default 32)")
@@ -68,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("max_sessions", "max_steps", "max_points"):
         if getattr(args, name) < 1:
             raise DragkitError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.keep_days < 0:
+        raise DragkitError("--keep-days must be >= 0")
     if not 0 <= args.port <= 65535:
         raise DragkitError(f"--port must be 0..65535, got {args.port}")
 
@@ -76,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
-    from ..models import resolve_model
+    from ..models import cache_dir, resolve_model
     from .app import Limits, create_app
+    from .sessions import SessionStore
 
     threads = args.threads if args.threads is not None else default_threads(os.cpu_count() or 1)
     if threads < 1:
@@ -90,7 +95,13 @@ def run(args: argparse.Namespace) -> int:
     allowed_hosts = None
     if token is None:  # loopback only: refuse other Host names (DNS rebinding)
         allowed_hosts = LOOPBACK_NAMES | {args.host.strip("[]")}
-    app = create_app(args.model, sessions_dir=args.sessions_dir, token=token, allowed_hosts=allowed_hosts,
+    sessions_dir = args.sessions_dir or cache_dir() / "sessions"
+    if args.keep_days > 0:
+        gone = SessionStore(sessions_dir).prune(args.keep_days)
+        if gone:
+            print(f"dragkit serve: removed {gone} saved edit(s) untouched for {args.keep_days:g} days",
+                  file=sys.stderr, flush=True)
+    app = create_app(args.model, sessions_dir=sessions_dir, token=token, allowed_hosts=allowed_hosts,
                      limits=limits, preload=True)
 
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)

@@ -6,7 +6,7 @@
 * :mod:`dragkit.train.augment` - DiffAugment (translation, cutout, colour).
 * :mod:`dragkit.train.checkpoint` - atomic, resumable training checkpoints.
 * :mod:`dragkit.train.export` - G_ema in the native format, D beside it.
-* :mod:`dragkit.train.toy` - the toy world (a disk and a square) and its oracle
+* :mod:`dragkit.train.toy` - the toy world (a disk and a bar) and its oracle
   :func:`~dragkit.train.toy.measure`.
 
 Submodules are imported on demand; importing :mod:`dragkit.train` is cheap.
