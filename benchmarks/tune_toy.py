@@ -19,6 +19,7 @@ Usage::
     python benchmarks/tune_toy.py                      # bundled toy model
     python benchmarks/tune_toy.py --checkpoint runs/toy/checkpoint.pt   # a training snapshot (read only)
     python benchmarks/tune_toy.py --only lr --drags 30
+    python benchmarks/tune_toy.py --base lr=0.008,r1=4    # sweep around another base
 """
 from __future__ import annotations
 
@@ -34,13 +35,16 @@ import torch
 from dragkit.drag.session import DragOptions, DragSession
 from dragkit.train.toy import measure
 
-BASE = dict(feature_block=16, r1=3.0, r2=6, lr=0.004, tracking="l1")
+BASE = dict(feature_block=16, r1=3.0, r2=6, lr=0.004, tracking="l1", layers=6, space="w+", stop_distance=1.0)
 SWEEP = {
     "feature_block": [8, 16, 32, 64],
-    "r1": [1.0, 2.0, 3.0, 4.0, 5.0],
+    "r1": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
     "r2": [3, 4, 6, 9, 12],
-    "lr": [0.001, 0.002, 0.004, 0.008, 0.016],
+    "lr": [0.001, 0.002, 0.004, 0.008, 0.016, 0.032],
     "tracking": ["l1", "l2"],
+    "layers": [2, 3, 4, 6, 8],
+    "space": ["w+", "w"],
+    "stop_distance": [0.75, 1.0, 1.5],
 }
 
 
@@ -170,11 +174,18 @@ def main() -> int:
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--only", default=None, help="comma list of settings to sweep (default all)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--base", default=None, help="override base settings, e.g. lr=0.008,r1=4")
     p.add_argument("--proxy", action="store_true",
                    help="for an under-trained model: score blob centroids (two blobs, matched by colour) "
                         "instead of requiring clean disk/bar readings")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    base = dict(BASE)
+    for item in filter(None, (args.base or "").split(",")):
+        key, _, value = item.partition("=")
+        if key not in BASE:
+            p.error(f"--base: unknown setting {key!r} (one of {', '.join(BASE)})")
+        base[key] = type(BASE[key])(value)
     G = load_generator(args)
     problems = drag_problems(G, args.drags, args.first_seed, proxy=args.proxy)
     if not problems:
@@ -191,9 +202,9 @@ def main() -> int:
         for v in values:
             if name == "feature_block" and v not in G.synthesis.block_resolutions:
                 continue
-            cfg = dict(BASE, **{name: v})
+            cfg = dict(base, **{name: v})
             key = tuple(sorted(cfg.items()))
-            label = f"{name}={v}" + (" (base)" if v == BASE[name] else "")
+            label = f"{name}={v}" + (" (base)" if v == base[name] else "")
             if key not in done:
                 done[key] = evaluate(G, problems, DragOptions(**cfg), args.max_steps, proxy=args.proxy)
             r = done[key]

@@ -106,6 +106,25 @@ def test_stop_signal_writes_checkpoint_and_resume_continues(tmp_path: Path) -> N
     _assert_same_state(full, resumed)
 
 
+def test_resume_can_lower_the_learning_rate_and_lengthen_the_ema(tmp_path: Path) -> None:
+    Trainer(_tiny(kimg=0.008), tmp_path / "run", progress=False).train()
+    t = Trainer(_tiny(kimg=0.016), tmp_path / "run", resume=True, progress=False,
+                retune={"glr": 0.001, "ema_kimg": 5.0})
+    assert t.cfg.glr == 0.001 and t.cfg.ema_kimg == 5.0 and t.cfg.dlr == _tiny().dlr
+    ratio = 4 / 5  # lazy regularisation every 4 minibatches scales Adam's lr (pl_interval 4)
+    assert all(g["lr"] == pytest.approx(0.001 * ratio) for g in t.opt_G.param_groups)
+    assert all(g["lr"] == pytest.approx(_tiny().dlr * ratio) for g in t.opt_D.param_groups)
+    t.train()
+    # the checkpoint keeps the new schedule for later resumes
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["config"]["glr"] == 0.001
+    again = Trainer(_tiny(kimg=0.024), tmp_path / "run", resume=True, progress=False)
+    assert again.cfg.glr == 0.001
+    assert all(g["lr"] == pytest.approx(0.001 * ratio) for g in again.opt_G.param_groups)
+    with pytest.raises(DragkitError, match="batch"):
+        Trainer(_tiny(kimg=0.024), tmp_path / "run", resume=True, progress=False, retune={"batch": 8})
+    assert cli_main(["train", "--outdir", str(tmp_path / "run"), "--resume", "--batch", "8"]) == 1
+
+
 def test_new_run_refuses_to_overwrite_and_bad_checkpoint_is_clear(tmp_path: Path) -> None:
     Trainer(_tiny(kimg=0.008), tmp_path / "run", progress=False).train()
     with pytest.raises(DragkitError, match="--resume"):

@@ -8,6 +8,8 @@ Examples::
     dragkit train --cfg faces128 --data celeba128_train.zip --data-range 0:19000 --outdir runs/faces
     # continue a stopped run (Ctrl-C writes a checkpoint first), train further
     dragkit train --outdir runs/toy --resume --kimg 80
+    # ... with a lower learning rate and a longer EMA from here on
+    dragkit train --outdir runs/toy --resume --kimg 120 --glr 0.001 --dlr 0.001 --ema-kimg 5
 """
 from __future__ import annotations
 
@@ -90,12 +92,14 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k, None) for k in _ARCH_FLAGS}
     for k in ("kimg", "tick_kimg", "snap_ticks", "sample_ticks"):
         overrides[k] = getattr(args, k)
+    retune = None
     if args.resume:
-        given = [k for k in _ARCH_FLAGS if getattr(args, k, None) is not None]
+        retune = {k: getattr(args, k) for k in Trainer.RETUNABLE if getattr(args, k, None) is not None}
+        given = [k for k in _ARCH_FLAGS if getattr(args, k, None) is not None and k not in retune]
         if given or args.cfg:
             raise DragkitError(
-                "--resume continues the run as configured; only --kimg and the tick/snap/sample "
-                f"intervals can change (got --{(given or ['cfg'])[0].replace('_', '-')})"
+                "--resume continues the run as configured; only --kimg, --glr, --dlr, --ema-kimg and "
+                f"the tick/snap/sample intervals can change (got --{(given or ['cfg'])[0].replace('_', '-')})"
             )
         cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None and k in ("kimg",)})
         # bookkeeping defaults come from the checkpoint unless given
@@ -111,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = make_config(args.cfg, **overrides)
     amp = args.amp if args.amp is not None else device.startswith("cuda")
     trainer = Trainer(cfg, args.outdir, resume=args.resume, device=device, amp=amp,
-                      compile=args.compile, progress=not args.no_progress)
+                      compile=args.compile, progress=not args.no_progress, retune=retune)
     status = trainer.train()
     if args.export:
         meta = {

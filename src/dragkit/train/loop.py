@@ -204,9 +204,15 @@ class Trainer:
         log: a callable for one-line messages (default: print to stderr).
     """
 
+    # Settings a resumed run may change (a schedule: e.g. a lower learning
+    # rate and a longer EMA for the last stretch); the new values are saved
+    # in the checkpoint, so later resumes keep them.
+    RETUNABLE = ("glr", "dlr", "ema_kimg")
+
     def __init__(self, cfg: TrainConfig, outdir: str | Path, resume: bool = False,
                  device: str | torch.device = "cpu", amp: bool = False, compile: bool = False,
-                 progress: bool = True, log: Callable[[str], None] | None = None) -> None:
+                 progress: bool = True, log: Callable[[str], None] | None = None,
+                 retune: dict[str, float] | None = None) -> None:
         from ..nets import Generator
         from ..nets.discriminator import Discriminator
 
@@ -222,6 +228,15 @@ class Trainer:
             saved = dict(state["config"])
             for key in ("kimg", "tick_kimg", "snap_ticks", "sample_ticks"):
                 saved[key] = getattr(cfg, key)
+            for key, value in (retune or {}).items():
+                if key not in self.RETUNABLE:
+                    raise DragkitError(f"a resumed run cannot change {key}")
+                if value is not None:
+                    if not value > 0:
+                        raise DragkitError(f"{key} must be > 0, got {value}")
+                    if value != saved.get(key):
+                        self.log(f"dragkit train: {key} {saved.get(key)} -> {value} from here on")
+                    saved[key] = value
             names = {f.name for f in dataclasses.fields(TrainConfig)}
             cfg = TrainConfig(**{k: v for k, v in saved.items() if k in names})
         elif ckpt_path.exists():
@@ -266,6 +281,12 @@ class Trainer:
                 self.G_ema.load_state_dict(state["G_ema"])
                 self.opt_G.load_state_dict(state["opt_G"])
                 self.opt_D.load_state_dict(state["opt_D"])
+                # load_state_dict restores the saved learning rates; use the
+                # configured ones (they differ after a retune).
+                for opt, fresh in ((self.opt_G, self._make_opt(self.G, cfg.glr, cfg.pl_interval if cfg.pl_weight > 0 else 0)),
+                                   (self.opt_D, self._make_opt(self.D, cfg.dlr, cfg.r1_interval if self.gamma > 0 else 0))):
+                    for group, new in zip(opt.param_groups, fresh.param_groups):
+                        group["lr"] = new["lr"]
             except (RuntimeError, KeyError, ValueError) as exc:
                 raise CheckpointError(f"{ckpt_path}: does not fit the networks ({exc})") from None
             self.pl_mean = state["pl_mean"].to(self.device)
