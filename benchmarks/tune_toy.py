@@ -20,6 +20,7 @@ Usage::
     python benchmarks/tune_toy.py --checkpoint runs/toy/checkpoint.pt   # a training snapshot (read only)
     python benchmarks/tune_toy.py --only lr --drags 30
     python benchmarks/tune_toy.py --base lr=0.008,r1=4    # sweep around another base
+    python benchmarks/tune_toy.py --only r1=5:6:8,lr       # chosen values of r1, all of lr
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from dragkit.train.toy import measure
 BASE = dict(feature_block=16, r1=3.0, r2=6, lr=0.004, tracking="l1", layers=6, space="w+", stop_distance=1.0)
 SWEEP = {
     "feature_block": [8, 16, 32, 64],
-    "r1": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+    "r1": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0],
     "r2": [3, 4, 6, 9, 12],
     "lr": [0.001, 0.002, 0.004, 0.008, 0.016, 0.032],
     "tracking": ["l1", "l2"],
@@ -196,7 +197,14 @@ def main() -> int:
           f"max {args.max_steps} steps; success = oracle error <= 1.5 px; {G.img_resolution} px model")
     print(f"{'setting':22} {'success':>8} {'mean err':>9} {'worst':>7} {'lost':>5} {'bar moved':>10} "
           f"{'steps':>6} {'ms/step':>8} {'clean':>6}")
-    sweep = SWEEP if not args.only else {k: SWEEP[k] for k in args.only.split(",")}
+    sweep = SWEEP
+    if args.only:
+        sweep = {}
+        for item in args.only.split(","):
+            name, _, values = item.partition("=")
+            if name not in SWEEP:
+                p.error(f"--only: unknown setting {name!r} (one of {', '.join(SWEEP)})")
+            sweep[name] = [type(BASE[name])(v) for v in values.split(":")] if values else SWEEP[name]
     done = {}
     for name, values in sweep.items():
         for v in values:

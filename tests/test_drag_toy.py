@@ -25,14 +25,13 @@ toy = pytest.importorskip("dragkit.train.toy")  # the world itself is part of dr
 
 MAX_STEPS = 200
 
-# The bundled toy model is under-trained (CPU only; docs/toy-model.md): the
-# oracle reads about 1 % of its samples as a clean disk + square scene, so the
-# ground-truth drag tests below find no scenes to drag.  They are kept, run,
-# and expected to fail until a better toy model is bundled; strict, so that
-# they turn into failures (XPASS) as a reminder to drop the mark once it is.
-UNDERTRAINED_TOY = pytest.mark.xfail(
+# With a mask, the paper's lambda = 20 holds the dragged disk back on the toy
+# model: the bar stays put (tested below) but within 200 steps the disk
+# covers only part of the way (docs/drag.md).  Strict, so that it turns
+# into a failure (XPASS) as a reminder to drop the mark once it arrives.
+MASKED_DRAG_SLOW = pytest.mark.xfail(
     strict=True,
-    reason="bundled toy model under-trained: the oracle finds too few clean scenes (docs/toy-model.md)",
+    reason="with a mask and lambda = 20 the disk covers only ~30 % of the way in 200 steps (docs/drag.md)",
 )
 
 
@@ -108,7 +107,6 @@ def drag(G, seed, points, mask=None, max_steps=MAX_STEPS):
     return s, last
 
 
-@UNDERTRAINED_TOY
 def test_disk_centre_dragged_in_ten_random_directions_lands_on_target(G):
     H = G.img_resolution
     rng = np.random.default_rng(2024)
@@ -130,33 +128,66 @@ def test_disk_centre_dragged_in_ten_random_directions_lands_on_target(G):
     assert hits >= 9, f"oracle errors (px): {[round(e, 2) for e in errors]}"
 
 
-@UNDERTRAINED_TOY
-def test_mask_flexible_around_the_disk_keeps_the_bar_still(G):
-    H = G.img_resolution
-    rng = np.random.default_rng(7)
-    for seed, m in clean_scenes(G, 20):
-        target = feasible_target(rng, m, H, 6.0, 9.0)
-        if target is not None:
-            break
-    assert target is not None
+def flexible_band(m, target, H, margin):
+    """Mask: everything within ``disk radius + margin`` px of the segment from the disk's centre to ``target``."""
     (cx, cy), r = m.disk.center, m.disk.size
     ys, xs = np.mgrid[0:H, 0:H]
-    # flexible: everything within r + 3 px of the segment from the disk's centre to the target
     px, py = xs - cx, ys - cy
     vx, vy = target[0] - cx, target[1] - cy
     u = np.clip((px * vx + py * vy) / (vx * vx + vy * vy), 0, 1)
-    mask = np.hypot(px - u * vx, py - u * vy) <= r + 3
-    assert not mask[int(round(m.bar.center[1])), int(round(m.bar.center[0]))]
+    return np.hypot(px - u * vx, py - u * vy) <= r + margin
+
+
+def masked_drag(G):
+    """Drag the disk of a clean scene with the mask flexible only around it: ``(m, target, measured after)``."""
+    H = G.img_resolution
+    rng = np.random.default_rng(7)
+    ys, xs = np.mgrid[0:H, 0:H]
+    for seed, m in clean_scenes(G, 20):
+        target = feasible_target(rng, m, H, 6.0, 9.0)
+        if target is None:
+            continue
+        # The band is 5 px wider than the disk: the motion-supervision disk
+        # (r1 = H / 4 = 8 px here) must fit in the flexible region, or the
+        # mask term holds the disk back.  The bar, with a 1 px margin, must
+        # lie wholly outside it: the mask is flexible *only* around the disk.
+        mask = flexible_band(m, target, H, 5.0)
+        (bx, by), (hx, hy) = m.bar.center, m.bar.half_extent
+        bar = (np.abs(xs - bx) <= hx + 1) & (np.abs(ys - by) <= hy + 1)
+        if not (mask & bar).any():
+            break
+    else:
+        pytest.fail("no clean scene with a feasible target and the bar clear of the flexible band")
     s, last = drag(G, seed, [(m.disk.center, target)], mask=mask)
     after = toy.measure(s.image())
-    assert after.bar is not None and after.disk is not None
+    assert after.bar is not None and after.disk is not None, after.problems
+    return m, target, after
+
+
+_MASKED: dict[int, tuple] = {}
+
+
+def cached_masked_drag(G):
+    if id(G) not in _MASKED:
+        _MASKED[id(G)] = masked_drag(G)
+    return _MASKED[id(G)]
+
+
+def test_mask_flexible_around_the_disk_keeps_the_bar_still(G):
+    m, target, after = cached_masked_drag(G)
     bar_moved = math.dist(after.bar.center, m.bar.center)
     assert bar_moved < 0.5, f"the bar moved {bar_moved:.2f} px"
+    # and the drag did act: the disk came at least 1 px closer to its target
+    assert math.dist(after.disk.center, target) < math.dist(m.disk.center, target) - 1.0
+
+
+@MASKED_DRAG_SLOW
+def test_masked_drag_brings_the_disk_at_least_half_way(G):
+    m, target, after = cached_masked_drag(G)
     start = math.dist(m.disk.center, target)
-    assert math.dist(after.disk.center, target) < 0.5 * start  # and the disk did move
+    assert math.dist(after.disk.center, target) < 0.5 * start
 
 
-@UNDERTRAINED_TOY
 def test_two_handles_on_two_objects_both_arrive(G):
     H = G.img_resolution
     rng = np.random.default_rng(11)

@@ -64,7 +64,15 @@ NOISE_MODES = ("const", "none")
 
 
 def auto_r1(img_resolution: int) -> float:
-    """Default motion-supervision radius: the paper's 3 px at 512 px, never below 3 px."""
+    """Default motion-supervision radius.
+
+    ``H / 4`` for models of at most 64 px (measured on the 32 px toy world:
+    objects there span a few pixels of flat colour, and a disk that covers
+    the dragged object moves it far more accurately; docs/drag.md); above
+    that the paper's 3 px at 512 px, scaled with ``H``, never below 3 px.
+    """
+    if img_resolution <= 64:
+        return img_resolution / 4.0
     return max(3.0, 3.0 * img_resolution / 512)
 
 
