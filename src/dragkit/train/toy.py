@@ -8,9 +8,10 @@ and never touching the border.  Images are drawn anti-aliased with exact
 centroid of each object is its true centre.  The two shapes differ in
 elongation, a coarse feature that a small generator learns early (an
 earlier disk-and-square world failed here: at 32 px a generator's squares
-came out as squircles that were neither shape).  The world is what the bundled ``toy`` model is trained on, and its
-oracle (:func:`measure`) is what drag tests score against: drag the disk's
-centre to a target and the oracle tells where the disk ended up.
+came out as squircles that were neither shape).  The world is what the
+bundled ``toy`` model is trained on, and its oracle (:func:`measure`) is
+what drag tests score against: drag the disk's centre to a target and the
+oracle tells where the disk ended up.
 
 Coordinates are ``[x, y]`` pixels, x to the right, y down, pixel centres at
 integers (the image spans ``[-0.5, R - 0.5]``).  Sizes are radii (disk) and
