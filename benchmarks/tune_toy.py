@@ -36,7 +36,8 @@ import torch
 from dragkit.drag.session import DragOptions, DragSession
 from dragkit.train.toy import measure
 
-BASE = dict(feature_block=16, r1=3.0, r2=6, lr=0.004, tracking="l1", layers=6, space="w+", stop_distance=1.0)
+BASE = dict(feature_block=16, r1=8.0, r2=6, lr=0.004, tracking="l1", layers=6, space="w+", stop_distance=1.0,
+            lambda_mask=5.0)
 SWEEP = {
     "feature_block": [8, 16, 32, 64],
     "r1": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0],
@@ -46,6 +47,7 @@ SWEEP = {
     "layers": [2, 3, 4, 6, 8],
     "space": ["w+", "w"],
     "stop_distance": [0.75, 1.0, 1.5],
+    "lambda_mask": [1.0, 2.0, 5.0, 10.0, 20.0],
 }
 
 
@@ -76,13 +78,17 @@ def _two_blobs(m):
     return a, b
 
 
-def drag_problems(G, count: int, first_seed: int, psi: float = 0.7, rng_seed: int = 1234, proxy: bool = False):
-    """``count`` (seed, disk centre, target, bar centre, colours) with a clean oracle reading.
+def drag_problems(G, count: int, first_seed: int, psi: float = 0.7, rng_seed: int = 1234, proxy: bool = False,
+                  mask_margin: float | None = None):
+    """``count`` (seed, disk centre, target, bar centre, colours, disk radius) with a clean oracle reading.
 
     ``proxy``: accept any scene with exactly two blobs (shapes need not be
     clean); the larger blob plays the disk, the other the bar.
+    ``mask_margin``: only targets whose flexible band (:func:`flexible_band`)
+    keeps 1 px clear of the bar's box.
     """
     H = G.img_resolution
+    ys, xs = np.mgrid[0:H, 0:H]
     rng = np.random.default_rng(rng_seed)
     out = []
     seed = first_seed
@@ -110,8 +116,12 @@ def drag_problems(G, count: int, first_seed: int, psi: float = 0.7, rng_seed: in
             inside = margin - 0.5 <= tx <= H - 0.5 - margin and margin - 0.5 <= ty <= H - 0.5 - margin
             dx = max(abs(tx - sq.center[0]) - hx, 0)
             dy = max(abs(ty - sq.center[1]) - hy, 0)
+            if inside and mask_margin is not None:
+                band = flexible_band(H, disk.center, disk.size, (tx, ty), mask_margin)
+                box = (np.abs(xs - sq.center[0]) <= hx + 1) & (np.abs(ys - sq.center[1]) <= hy + 1)
+                inside = not (band & box).any()
             if inside and math.hypot(dx, dy) >= disk.size + 4 * H / 64:
-                out.append((seed - 1, disk.center, (tx, ty), sq.center, disk.color, sq.color))
+                out.append((seed - 1, disk.center, (tx, ty), sq.center, disk.color, sq.color, disk.size))
                 break
     return out
 
@@ -122,11 +132,23 @@ def _by_colour(m, colour):
     return min(m.objects, key=lambda o: sum((a - b) ** 2 for a, b in zip(o.color, colour)))
 
 
-def evaluate(G, problems, opts: DragOptions, max_steps: int, proxy: bool = False):
-    errs, moved_sq, steps, secs, ok_reads = [], [], [], [], 0
-    for seed, centre, target, sq0, col_a, col_b in problems:
+def flexible_band(H: int, centre, radius: float, target, margin: float) -> np.ndarray:
+    """Mask: the pixels within ``radius + margin`` of the segment from ``centre`` to ``target``."""
+    (cx, cy) = centre
+    ys, xs = np.mgrid[0:H, 0:H]
+    px, py = xs - cx, ys - cy
+    vx, vy = target[0] - cx, target[1] - cy
+    u = np.clip((px * vx + py * vy) / max(vx * vx + vy * vy, 1e-12), 0, 1)
+    return np.hypot(px - u * vx, py - u * vy) <= radius + margin
+
+
+def evaluate(G, problems, opts: DragOptions, max_steps: int, proxy: bool = False, mask_margin: float | None = None):
+    errs, moved_sq, steps, secs, ok_reads, swapped = [], [], [], [], 0, 0
+    for seed, centre, target, sq0, col_a, col_b, radius in problems:
         s = DragSession(G, seed=seed, psi=0.7, options=opts)
         s.add_point(handle=centre, target=target)
+        if mask_margin is not None:
+            s.set_mask(flexible_band(G.img_resolution, centre, radius, target, mask_margin))
         t0 = time.perf_counter()
         last = None
         for last in s.run(max_steps=max_steps):
@@ -150,6 +172,8 @@ def evaluate(G, problems, opts: DragOptions, max_steps: int, proxy: bool = False
             moved_sq.append(float("inf"))
             continue
         ok_reads += m.ok
+        # the generator exchanged the shapes: the object that went to the target is now the bar
+        swapped += math.dist(m.bar.center, target) < math.dist(m.disk.center, target)
         errs.append(math.dist(m.disk.center, target))
         moved_sq.append(math.dist(m.bar.center, sq0))
     finite = [e for e in errs if math.isfinite(e)]
@@ -163,6 +187,7 @@ def evaluate(G, problems, opts: DragOptions, max_steps: int, proxy: bool = False
         "steps": statistics.median(steps),
         "sec_per_step": statistics.median(secs),
         "clean": ok_reads / len(errs),
+        "swapped": swapped,
     }
 
 
@@ -176,6 +201,9 @@ def main() -> int:
     p.add_argument("--only", default=None, help="comma list of settings to sweep (default all)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--base", default=None, help="override base settings, e.g. lr=0.008,r1=4")
+    p.add_argument("--mask", type=float, default=None, metavar="MARGIN",
+                   help="set a mask flexible only within disk radius + MARGIN px of the path from the disk "
+                        "to its target (drags whose bar reaches into that band are left out)")
     p.add_argument("--proxy", action="store_true",
                    help="for an under-trained model: score blob centroids (two blobs, matched by colour) "
                         "instead of requiring clean disk/bar readings")
@@ -188,15 +216,16 @@ def main() -> int:
             p.error(f"--base: unknown setting {key!r} (one of {', '.join(BASE)})")
         base[key] = type(BASE[key])(value)
     G = load_generator(args)
-    problems = drag_problems(G, args.drags, args.first_seed, proxy=args.proxy)
+    problems = drag_problems(G, args.drags, args.first_seed, proxy=args.proxy, mask_margin=args.mask)
     if not problems:
         print("the oracle cannot read any of this model's samples (is it trained?)")
         return 1
     what = "the larger blob (proxy: two-blob scenes, centroids matched by colour)" if args.proxy else "the disk"
     print(f"{len(problems)} drags of {what} by 6-12 px; scenes from seeds {args.first_seed}+; "
-          f"max {args.max_steps} steps; success = oracle error <= 1.5 px; {G.img_resolution} px model")
+          f"max {args.max_steps} steps; success = oracle error <= 1.5 px; {G.img_resolution} px model"
+          + (f"; mask flexible within disk radius + {args.mask:g} px of the path" if args.mask is not None else ""))
     print(f"{'setting':22} {'success':>8} {'mean err':>9} {'worst':>7} {'lost':>5} {'bar moved':>10} "
-          f"{'steps':>6} {'ms/step':>8} {'clean':>6}")
+          f"{'steps':>6} {'ms/step':>8} {'clean':>6} {'swapped':>8}")
     sweep = SWEEP
     if args.only:
         sweep = {}
@@ -214,10 +243,11 @@ def main() -> int:
             key = tuple(sorted(cfg.items()))
             label = f"{name}={v}" + (" (base)" if v == base[name] else "")
             if key not in done:
-                done[key] = evaluate(G, problems, DragOptions(**cfg), args.max_steps, proxy=args.proxy)
+                done[key] = evaluate(G, problems, DragOptions(**cfg), args.max_steps, proxy=args.proxy,
+                                     mask_margin=args.mask)
             r = done[key]
             print(f"{label:22} {r['success']:8.0%} {r['mean_err']:9.2f} {r['worst_err']:7.2f} {r['lost']:5d} "
-                  f"{r['bar_moved']:10.2f} {r['steps']:6.0f} {1000 * r['sec_per_step']:8.1f} {r['clean']:6.0%}",
+                  f"{r['bar_moved']:10.2f} {r['steps']:6.0f} {1000 * r['sec_per_step']:8.1f} {r['clean']:6.0%} {r['swapped']:8d}",
                   flush=True)
     return 0
 

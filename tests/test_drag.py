@@ -303,6 +303,21 @@ def test_only_the_first_layers_move_and_w_space_shares_one_code(G32):
     assert torch.equal(lat[:, 4:], s.w0[:, 4:])
 
 
+def test_unset_options_resolve_to_the_measured_small_model_defaults_and_the_papers_above():
+    class Fake:
+        def __init__(self, H):
+            self.img_resolution, self.num_ws = H, 2 * int(math.log2(H)) - 2
+            self.synthesis = type("S", (), {"block_resolutions": [2 ** k for k in range(2, int(math.log2(H)) + 1)]})()
+
+    small, large = DragOptions().resolved(Fake(32)), DragOptions().resolved(Fake(512))
+    assert (small.r1, small.r2, small.lambda_mask, small.feature_block) == (8.0, 6, 5.0, 16)
+    assert (large.r1, large.r2, large.lambda_mask, large.feature_block) == (3.0, 12, 20.0, 128)
+    assert DragOptions(lambda_mask=20.0).resolved(Fake(32)).lambda_mask == 20.0
+    assert DragOptions(lambda_mask=0.0).resolved(Fake(32)).lambda_mask == 0.0
+    with pytest.raises(SpecError, match="lambda_mask"):
+        DragOptions(lambda_mask=-1.0).validate()
+
+
 def test_mask_keeps_the_fixed_region(G32):
     def drag(mask):
         s = session(G32, lambda_mask=50.0)

@@ -30,7 +30,7 @@ OPTION_KINDS: dict[str, tuple] = {
     "lr": ("float", 1e-5, 1.0),
     "r1": ("float_or_none", 0.5, 64.0),  # None: the engine's default for the model
     "r2": ("int_or_none", 1, 128),
-    "lambda_mask": ("float", 0.0, 1000.0),
+    "lambda_mask": ("float_or_none", 0.0, 1000.0),
     "space": ("choice", ("w+", "w")),
     "layers": ("int", 1, 64),
     "tracking": ("choice", ("l1", "l2")),
