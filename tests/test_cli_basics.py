@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from dragkit.formats import save_native
-from dragkit.utils import tensor_to_uint8
+from dragkit.utils import atomic_path, atomic_write_bytes, tensor_to_uint8
 
 from test_formats import hostile_payloads, make_generator, nvidia_modules, nvidia_snapshot, write_pickle  # noqa: F401
 
@@ -98,3 +98,20 @@ def test_unknown_model_lists_available(tmp_path):
     line = assert_one_line_error(proc, "unknown model 'no-such-model'", "available models:", "mymodel")
     assert "toy" in line or "mymodel" in line
     assert not out.exists()
+
+
+def test_atomic_writes_keep_the_old_file_on_failure_and_get_the_umask_mode(tmp_path):
+    dest = tmp_path / "out.bin"
+    atomic_write_bytes(dest, b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(dest) as tmp:
+            tmp.write_bytes(b"half a new fi")
+            raise RuntimeError("writer died")
+    assert dest.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]  # no temporary file left behind
+    old = os.umask(0o027)
+    try:
+        atomic_write_bytes(dest, b"new", durable=True)
+    finally:
+        os.umask(old)
+    assert dest.read_bytes() == b"new" and (dest.stat().st_mode & 0o777) == 0o640

@@ -1,9 +1,11 @@
 """Small helpers shared by the CLI, the session and the server."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +27,29 @@ def tensor_to_pil(img: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
 
 
-def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``dest`` via a temporary file and ``os.replace``."""
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike[str], suffix: str = ".tmp", durable: bool = False) -> Iterator[Path]:
+    """A temporary path beside ``dest`` that replaces ``dest`` if the block succeeds.
+
+    The caller writes the temporary file (any way it likes); on leaving the
+    block without an exception it gets the mode a plain ``open()`` would
+    give, and ``os.replace`` puts it at ``dest``, so a reader sees the old
+    file or the new one, never a torn one.  On an exception the temporary
+    file is removed and ``dest`` is untouched.  ``durable``: fsync the file
+    and the folder too (training checkpoints: a power cut keeps one of them).
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
+        yield tmp
         # mkstemp creates 0600; give the file the mode a plain open() would.
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, dest)
     except BaseException:
         try:
@@ -42,6 +57,22 @@ def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> Path:
         except OSError:
             pass
         raise
+    if durable:
+        try:  # make the rename itself durable
+            dfd = os.open(dest.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:  # pragma: no cover - not supported everywhere
+            pass
+
+
+def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes, durable: bool = False) -> Path:
+    """Write ``data`` to ``dest`` via a temporary file and ``os.replace`` (see :func:`atomic_path`)."""
+    dest = Path(dest)
+    with atomic_path(dest, durable=durable) as tmp:
+        tmp.write_bytes(data)
     return dest
 
 

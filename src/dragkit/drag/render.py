@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 from PIL import Image, ImageDraw
 
 from ..errors import DragkitError
-from ..utils import _umask, atomic_write_bytes
+from ..utils import atomic_path, atomic_write_bytes
 
 __all__ = ["annotate", "write_video", "VIDEO_SUFFIXES"]
 
@@ -76,28 +75,20 @@ def write_video(frames: Sequence[Image.Image], dest: str | os.PathLike[str], fps
         import imageio.v2 as imageio
     except ImportError as exc:  # pragma: no cover
         raise DragkitError(f"writing .mp4 needs imageio and imageio-ffmpeg ({exc}); use .gif instead") from None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=".mp4", dir=dest.parent)
-    os.close(fd)
     try:
-        # x264 wants even sizes; pad up to a multiple of 16 like imageio would, but without a warning.
-        w, h = frames[0].size
-        W, H = -(-w // 16) * 16, -(-h // 16) * 16
-        with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                                pixelformat="yuv420p", macro_block_size=1, quality=8) as writer:
-            for f in frames:
-                a = np.asarray(f)
-                if (W, H) != (w, h):
-                    a = np.pad(a, ((0, H - h), (0, W - w), (0, 0)), mode="edge")
-                writer.append_data(a)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600
-        os.replace(tmp, dest)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, Exception) and not isinstance(exc, DragkitError):
-            raise DragkitError(f"{dest}: could not write the video ({exc})") from exc
-        raise
+        with atomic_path(dest, suffix=".mp4") as tmp:
+            # x264 wants even sizes; pad up to a multiple of 16 like imageio would, but without a warning.
+            w, h = frames[0].size
+            W, H = -(-w // 16) * 16, -(-h // 16) * 16
+            with imageio.get_writer(str(tmp), format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                    pixelformat="yuv420p", macro_block_size=1, quality=8) as writer:
+                for f in frames:
+                    a = np.asarray(f)
+                    if (W, H) != (w, h):
+                        a = np.pad(a, ((0, H - h), (0, W - w), (0, 0)), mode="edge")
+                    writer.append_data(a)
+    except Exception as exc:
+        if isinstance(exc, DragkitError):
+            raise
+        raise DragkitError(f"{dest}: could not write the video ({exc})") from exc
     return dest

@@ -32,7 +32,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -503,21 +502,13 @@ def write_toy_dataset(
             yield f"{i:0{width}d}.png", _png_bytes(arr)
 
     if out.suffix.lower() == ".zip":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + out.name + ".", suffix=".tmp", dir=out.parent)
-        os.close(fd)
-        try:
+        from ..utils import atomic_path  # lazily: the world itself needs only numpy
+
+        with atomic_path(out) as tmp:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
                 for name, data in items():
                     zf.writestr(name, data)
                 zf.writestr("dataset.json", json.dumps(meta))
-            os.replace(tmp, out)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
     else:
         out.mkdir(parents=True, exist_ok=True)
         for name, data in items():
