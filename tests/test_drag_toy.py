@@ -25,6 +25,7 @@ toy = pytest.importorskip("dragkit.train.toy")  # the world itself is part of dr
 
 MAX_STEPS = 200
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     n = torch.get_num_threads()
