@@ -1,11 +1,15 @@
-"""Training throughput (images/s) of `dragkit train` for the toy and the 128 px face configs.
+"""Training throughput (images/s) of `dragkit train`: precision and layout variants side by side.
 
 Runs a few warm-up iterations (the first includes the lazy R1 pass), then
 times full iterations (G main, D main; R1 every 16th and path length every
-4th when enabled) on this machine, within a time budget per config.
+4th when enabled) on this machine, within a time budget per config and
+variant.  Variants (``--variants``, comma-separated): ``fp32``, ``bf16``
+(autocast of the main passes), ``fp32-cl`` / ``bf16-cl`` (channels_last),
+``fp32-compile`` / ``bf16-compile`` (torch.compile of the main passes; the
+compilation happens in the warm-up).  Ratios are against the first variant.
 
     python benchmarks/bench_train.py                      # CPU or CUDA, whichever is default
-    python benchmarks/bench_train.py --device cpu --threads 2 --iters 10
+    python benchmarks/bench_train.py --device cpu --threads 2 --configs faces128 --variants fp32,bf16
     python benchmarks/bench_train.py --faces-data ../shared/data/celeba128_train.zip
 
 Without the face zip, the face config trains on random 128 px images (the
@@ -37,10 +41,10 @@ def _random_faces(folder: Path, n: int = 64) -> Path:
 
 
 def bench(name: str, cfg, device: str, iters: int, warmup: int, amp: bool, compile_: bool,
-          seconds: float) -> dict:
+          seconds: float, channels_last: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t = Trainer(cfg, Path(tmp) / "run", device=device, amp=amp, compile=compile_, progress=False,
-                    log=lambda _m: None)
+                    log=lambda _m: None, channels_last=channels_last)
         for _ in range(warmup):
             t.step()
         if device.startswith("cuda"):
@@ -70,13 +74,16 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="time budget per config (at least 2 iterations)")
     p.add_argument("--faces-data", default=str(DEFAULT_FACES))
     p.add_argument("--configs", default="toy,faces128")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--variants", default="fp32,bf16",
+                   help="comma-separated: fp32, bf16, fp32-cl, bf16-cl, fp32-compile, bf16-compile")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    amp = args.device.startswith("cuda")
+    from dragkit.utils import native_bf16
+
     print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"iters {args.iters} (+{args.warmup} warm-up)")
+          f"iters {args.iters} (+{args.warmup} warm-up), native bf16: {native_bf16(args.device)}, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs.split(","):
             if name == "toy":
@@ -87,9 +94,18 @@ def main() -> int:
             else:
                 print(f"unknown config {name}", file=sys.stderr)
                 return 2
-            r = bench(name, cfg, args.device, args.iters, args.warmup, amp, args.compile, args.seconds)
-            print(f"{r['config']:>9}: {r['images_per_s']:8.1f} images/s  ({r['sec_per_kimg']:7.1f} s/kimg)  "
-                  f"{r['iters']} iters of batch {r['batch']}, {r['resolution']} px, G {r['G_params_M']:.2f} M, D {r['D_params_M']:.2f} M params")
+            base = None
+            for variant in args.variants.split(","):
+                parts = variant.split("-")
+                if parts[0] not in ("fp32", "bf16") or not set(parts[1:]) <= {"cl", "compile"}:
+                    print(f"unknown variant {variant}", file=sys.stderr)
+                    return 2
+                r = bench(name, cfg, args.device, args.iters, args.warmup, parts[0] == "bf16", "compile" in parts,
+                          args.seconds, channels_last="cl" in parts)
+                base = base or r["images_per_s"]
+                print(f"{r['config']:>9} {variant:>13}: {r['images_per_s']:8.2f} images/s  ({r['sec_per_kimg']:7.1f} s/kimg)"
+                      f"  x{r['images_per_s'] / base:.2f}  {r['iters']} iters of batch {r['batch']}, {r['resolution']} px, "
+                      f"G {r['G_params_M']:.2f} M, D {r['D_params_M']:.2f} M params", flush=True)
     return 0
 
 

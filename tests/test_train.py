@@ -22,6 +22,7 @@ from dragkit.train.dataset import ImageDataset, parse_range
 from dragkit.train.export import export_networks, load_discriminator
 from dragkit.train.loop import Trainer, make_config
 from dragkit.train.toy import write_toy_dataset
+from test_formats import nvidia_modules, nvidia_snapshot, persist, write_pickle  # noqa: F401
 
 
 def _tiny(**kw):
@@ -259,3 +260,140 @@ def test_diffaugment_keeps_shape_and_passes_gradients() -> None:
     assert parse_policy("none") == ()
     with pytest.raises(DragkitError):
         parse_policy("rotation")
+
+
+# --------------------------------------------------------------------------
+# bf16 on the CPU, fine-tuning from a model, several processes
+
+
+def test_bf16_autocast_trains_on_the_cpu_and_keeps_r1_in_fp32(tmp_path: Path) -> None:
+    t = Trainer(_tiny(kimg=0.016, pl_weight=0.0), tmp_path / "run", amp=True, progress=False)
+    assert t.amp and t.device.type == "cpu"
+    seen: list[tuple[bool, torch.dtype]] = []
+    t.D.b4.out.register_forward_hook(lambda m, i, o: seen.append((torch.is_autocast_enabled("cpu"), o.dtype)))
+    before = {k: v.clone() for k, v in t.G.state_dict().items()}
+    assert t.train() == "done"
+    lines = [json.loads(s) for s in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(e[k]) for e in lines for k in ("loss_G", "loss_D", "r1_penalty") if k in e)
+    assert any(not torch.equal(before[k], v) for k, v in t.G.state_dict().items())
+    # main passes ran in bf16, the R1 pass (every 4th iteration here) in fp32
+    assert (True, torch.bfloat16) in seen and (False, torch.float32) in seen
+    # weights and optimiser state stay fp32
+    assert all(p.dtype == torch.float32 for p in list(t.G.parameters()) + list(t.D.parameters()))
+
+
+def test_amp_default_follows_the_hardware(tmp_path: Path) -> None:
+    from dragkit.utils import native_bf16
+
+    t = Trainer(_tiny(kimg=0.004), tmp_path / "run", amp=None, progress=False)
+    assert t.amp == native_bf16("cpu")
+    assert native_bf16("meta") is False
+
+
+def test_faces128_preset_matches_the_head_start() -> None:
+    cfg = make_config("faces128", data="x.zip")
+    got = {k: getattr(cfg, k) for k in ("batch", "z_dim", "w_dim", "map_layers", "g_channel_base", "g_channel_max",
+                                        "d_channel_base", "d_channel_max", "xflip", "diffaug", "style_mixing")}
+    assert got == dict(batch=16, z_dim=256, w_dim=256, map_layers=4, g_channel_base=4096, g_channel_max=128,
+                       d_channel_base=2048, d_channel_max=128, xflip=True, diffaug="color,translation",
+                       style_mixing=0.9)
+    head = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces128-headstart" / "config.json"
+    if head.is_file():  # the shared head start, where the checkout has it beside it
+        saved = json.loads(head.read_text())
+        assert {k: saved[k] for k in got} == got
+
+
+def test_init_from_a_native_export_starts_from_its_networks(tmp_path: Path) -> None:
+    src = Trainer(_tiny(kimg=0.008), tmp_path / "src", progress=False)
+    src.train()
+    export_networks(src, tmp_path / "m" / "tiny")
+    t = Trainer(_tiny(kimg=0.016, z_dim=None), tmp_path / "ft", progress=False, init_from=str(tmp_path / "m" / "tiny.safetensors"))
+    for name in ("G", "G_ema"):
+        for k, v in getattr(t, name).state_dict().items():
+            assert torch.equal(v, src.G_ema.state_dict()[k]), f"{name}.{k}"
+    for k, v in t.D.state_dict().items():
+        assert torch.equal(v, src.D.state_dict()[k]), f"D.{k}"
+    assert t.opt_G.state_dict()["state"] == {} and t.cur_nimg == 0
+    assert t.cfg.init_from.endswith("tiny.safetensors")
+    assert t.train() == "done"
+    # the run resumes like any other (its networks come from the checkpoint)
+    again = Trainer(_tiny(kimg=0.024), tmp_path / "ft", resume=True, progress=False)
+    _assert_same_state(t, again)
+
+
+def test_init_from_an_nvidia_pickle_reads_its_discriminator(tmp_path: Path, nvidia_modules) -> None:  # noqa: F811
+    from dragkit.nets import Generator
+
+    torch.manual_seed(0)
+    G = Generator(32, 0, 32, 32, 3, mapping_kwargs={"num_layers": 2},
+                  synthesis_kwargs={"channel_base": 256, "channel_max": 32, "conv_clamp": 256}).eval()
+    D = Discriminator(32, 3, channel_base=256, channel_max=32, mbstd_group_size=2).eval()
+    for name, module in D.named_modules():  # NVIDIA keeps the FIR filter as a buffer in each block and conv
+        if name.count(".") == 0 and name.startswith("b") and name != "b4" or name.endswith(("conv0", "conv1", "skip")):
+            module.register_buffer("resample_filter", torch.outer(torch.tensor([1., 3, 3, 1]), torch.tensor([1., 3, 3, 1])) / 64)
+    d_kwargs = nvidia_modules.EasyDict(c_dim=0, img_resolution=32, img_channels=3, architecture="resnet",
+                                       channel_base=256, channel_max=32, num_fp16_res=0, conv_clamp=256,
+                                       epilogue_kwargs=nvidia_modules.EasyDict(mbstd_group_size=2))
+    snap = nvidia_snapshot(nvidia_modules, G)
+    snap["D"] = persist(nvidia_modules, D, d_kwargs, class_name="Discriminator")
+    pkl = write_pickle(tmp_path / "net.pkl", snap)
+    t = Trainer(_tiny(kimg=0.008), tmp_path / "ft", progress=False, init_from=str(pkl))
+    assert not nvidia_modules.sentinel.exists()
+    img = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(t.D.eval()(img), D(img))
+        z = torch.randn(1, 32)
+        assert torch.equal(t.G_ema(z, None, noise_mode="const"), G(z, None, noise_mode="const"))
+    assert t.train() == "done"
+
+
+def test_init_from_mismatches_are_one_clear_error(tmp_path: Path, capsys) -> None:
+    with pytest.raises(DragkitError, match="32 px"):  # the bundled toy model is 32 px; this data is 64 px
+        Trainer(_tiny(resolution=64), tmp_path / "a", progress=False, init_from="toy")
+    rc = cli_main(["train", "--cfg", "tiny", "--data", "toy", "--resolution", "32", "--init-from", "toy",
+                   "--g-channel-base", "512", "--outdir", str(tmp_path / "b"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "--g-channel-base" in err[0]
+    rc = cli_main(["train", "--cfg", "tiny", "--data", "toy", "--init-from", str(tmp_path / "missing.pkl"),
+                   "--outdir", str(tmp_path / "c"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "missing.pkl" in err[0]
+
+
+def test_two_gloo_processes_train_in_step(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "dragkit", "train", "--cfg", "tiny", "--data", "toy", "--resolution", "32", "--batch", "8",
+           "--kimg", "0.024", "--tick-kimg", "0.008", "--r1-interval", "2", "--outdir", str(out), "--no-progress",
+           "--device", "cpu"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["tick"] for e in lines] == [1, 2, 3]  # one log, written by rank 0 alone
+    assert all(e["ranks_in_sync"] is True for e in lines)  # the same G, G_ema and D on both ranks
+    assert all(math.isfinite(e[k]) for e in lines for k in ("loss_G", "loss_D"))
+    assert any("r1_penalty" in e for e in lines)
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".pt") == ["checkpoint.pt"]
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["cur_nimg"] == 24 and state["iteration"] == 3
+    assert "2 processes of 4" in proc.stderr
+
+
+def test_rank_fingerprint_tells_networks_apart() -> None:
+    from dragkit.train.distributed import fingerprint
+
+    a = Discriminator(32, 3, channel_base=256, channel_max=32)
+    b = Discriminator(32, 3, channel_base=256, channel_max=32)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(fingerprint(a), fingerprint(b))
+    with torch.no_grad():
+        b.b8.conv0.weight[0, 0, 0, 0] += 1e-6
+    assert not torch.equal(fingerprint(a), fingerprint(b))
+    with torch.no_grad():  # a permutation keeps the plain sum: the weighted sum still sees it
+        b.load_state_dict(a.state_dict())
+        b.b8.conv0.weight[:2] = b.b8.conv0.weight[:2].flip(0).clone()
+    assert not torch.equal(fingerprint(a), fingerprint(b))

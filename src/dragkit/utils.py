@@ -94,3 +94,32 @@ def save_image_atomic(img: Image.Image, dest: str | os.PathLike[str]) -> Path:
     buf = io.BytesIO()
     img.save(buf, format=fmt)
     return atomic_write_bytes(dest, buf.getvalue())
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` computes in bfloat16 natively (so bf16 autocast is a speed-up).
+
+    CUDA: compute capability 8.0 or newer (Ampere, Hopper, ...).  CPU: oneDNN
+    reports bf16 support, i.e. the cores have AVX-512 BF16 or AMX (checked with
+    PyTorch's own capability probes, never guessed from the model name).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    probes = []
+    cpu = getattr(torch, "cpu", None)
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        fn = getattr(cpu, name, None)
+        if fn is not None:
+            probes.append(fn)
+    mkldnn_probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        if any(bool(fn()) for fn in probes):
+            return True
+        # oneDNN's own probe also answers True on plain AVX-512 (emulated bf16,
+        # slower than fp32), so it only decides where the precise probes are absent.
+        return not probes and mkldnn_probe is not None and bool(mkldnn_probe())
+    except Exception:  # pragma: no cover - probe missing in an odd build
+        return False

@@ -14,7 +14,8 @@ from ..errors import CheckpointError
 from ..nets import Generator
 from .native import load_native, native_paths, save_native
 
-__all__ = ["load_checkpoint", "detect_format", "save_native", "load_native", "native_paths", "SUPPORTED"]
+__all__ = ["load_checkpoint", "load_discriminator", "detect_format", "save_native", "load_native", "native_paths",
+           "SUPPORTED"]
 
 SUPPORTED = {
     ".safetensors": "native",
@@ -58,3 +59,26 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Generator:
     from .rosinality import load_rosinality
 
     return load_rosinality(p)
+
+
+def load_discriminator(path: str | os.PathLike[str]):
+    """The discriminator stored with a generator checkpoint, or None when there is none.
+
+    Native: ``NAME.disc.safetensors`` + ``NAME.disc.json`` beside ``NAME``;
+    NVIDIA pickle: its ``D``; rosinality ``.pt``: None (its discriminator
+    uses other names and is not converted).
+
+    Raises:
+        CheckpointError: the discriminator exists but is corrupt, hostile or unsupported.
+    """
+    p = Path(path)
+    fmt = detect_format(p)
+    if fmt == "native":
+        from .native import has_native_discriminator, load_native_discriminator
+
+        return load_native_discriminator(p) if has_native_discriminator(p) else None
+    if fmt == "nvidia-pkl":
+        from .nvidia_pkl import load_nvidia_pkl_discriminator
+
+        return load_nvidia_pkl_discriminator(p)
+    return None

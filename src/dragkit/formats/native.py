@@ -17,6 +17,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..nets import Generator
+from ..nets.discriminator import Discriminator
 from ..utils import atomic_write_bytes as _atomic_write_bytes
 
 FORMAT_NAME = "dragkit-native"
@@ -148,3 +149,64 @@ def load_native(path: str | os.PathLike[str]) -> Generator:
     G.eval().requires_grad_(False)
     G.dragkit_metadata = dict(cfg.get("metadata") or {})  # type: ignore[attr-defined]
     return G
+
+
+# --------------------------------------------------------------------------
+# The discriminator beside a generator: ``NAME.disc.safetensors`` + ``NAME.disc.json``.
+
+DISC_FORMAT = "dragkit-discriminator"
+DISC_FORMAT_VERSION = 1
+
+
+def native_stem(path: str | os.PathLike[str]) -> Path:
+    """``models/toy[.disc][.safetensors|.json]`` -> ``models/toy`` (the generator's stem)."""
+    p = Path(path)
+    for suffix in (".disc.safetensors", ".disc.json", ".safetensors", ".json"):
+        if p.name.endswith(suffix):
+            return p.with_name(p.name[: -len(suffix)])
+    return p
+
+
+def disc_stem(path: str | os.PathLike[str]) -> Path:
+    """Generator stem / file or discriminator file -> the discriminator's stem ``NAME.disc``."""
+    stem = native_stem(path)
+    return stem.with_name(stem.name + ".disc")
+
+
+def save_discriminator(D: Discriminator, path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write ``NAME.disc.safetensors`` + ``NAME.disc.json`` (atomically) for stem ``NAME``."""
+    config = {"format": DISC_FORMAT, "version": DISC_FORMAT_VERSION, "network": "stylegan2.Discriminator",
+              "init_kwargs": D.init_kwargs}
+    return save_state_native(D.state_dict(), config, disc_stem(path))
+
+
+def has_native_discriminator(path: str | os.PathLike[str]) -> bool:
+    """Whether a discriminator is stored beside the native generator ``path``."""
+    weights, cfg = native_paths(disc_stem(path))
+    return weights.is_file() and cfg.is_file()
+
+
+def load_native_discriminator(path: str | os.PathLike[str]) -> Discriminator:
+    """Load a discriminator saved by :func:`save_discriminator` (eval mode, CPU).
+
+    ``path`` may be the generator's stem (``models/toy``) or a ``.disc`` file.
+
+    Raises:
+        CheckpointError: missing, corrupt, or not fitting its config.
+    """
+    stem = disc_stem(path)
+    weights, cfg_path = native_paths(stem)
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{cfg_path}: missing discriminator config") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != DISC_FORMAT or not isinstance(cfg.get("init_kwargs"), dict):
+        raise CheckpointError(f"{cfg_path}: not a dragkit discriminator config")
+    try:
+        D = Discriminator(**cfg["init_kwargs"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{cfg_path}: cannot build the discriminator ({exc})") from None
+    load_state_strict(D, read_state(stem), str(weights))
+    return D.eval().requires_grad_(False)

@@ -716,3 +716,61 @@ def load_nvidia_pkl(path: str | os.PathLike[str]) -> Generator:
         "architecture_from": "shapes" if inferred else "_init_kwargs",
     }
     return G
+
+
+_D_KEYS = ("c_dim", "img_resolution", "img_channels")
+
+
+def discriminator_from_record(rec: Any, source: str = "<pickle>"):
+    """An NVIDIA StyleGAN2 ``Discriminator`` record -> an eval-mode :class:`~dragkit.nets.discriminator.Discriminator`.
+
+    Its architecture comes from the recorded ``_init_kwargs`` (``channel_base``,
+    ``channel_max``, ``conv_clamp``, ``epilogue_kwargs.mbstd_*``); the FIR
+    filters NVIDIA stores as buffers must be the standard ``[1, 3, 3, 1]``.
+
+    Raises:
+        CheckpointError: not a discriminator record, a conditional or
+            non-resnet discriminator (not supported), or tensors that do not fit.
+    """
+    from ..nets.discriminator import Discriminator
+
+    if not isinstance(rec, PersistentRecord) or rec.class_name != "Discriminator":
+        name = getattr(rec, "class_name", type(rec).__name__)
+        raise CheckpointError(f"{source}: 'D' is a {name!r}, not a StyleGAN2 Discriminator")
+    kwargs = rec.state.get("_init_kwargs")
+    args = rec.state.get("_init_args") or ()
+    if not isinstance(kwargs, dict) or not isinstance(args, (tuple, list)):
+        raise CheckpointError(f"{source}: the discriminator has no recorded init arguments")
+    kw = _plain(dict(kwargs), "D._init_kwargs", source)
+    for key, value in zip(_D_KEYS, args):
+        kw.setdefault(key, _plain(value, f"D._init_args.{key}", source))
+    if int(kw.get("c_dim") or 0) != 0:
+        raise CheckpointError(f"{source}: the discriminator is class-conditional (c_dim {kw['c_dim']}); "
+                              "dragkit trains unconditional discriminators only")
+    epilogue = kw.get("epilogue_kwargs") or {}
+    try:
+        D = Discriminator(
+            int(kw["img_resolution"]), int(kw.get("img_channels", 3)),
+            channel_base=int(kw.get("channel_base", 32768)), channel_max=int(kw.get("channel_max", 512)),
+            mbstd_group_size=int(epilogue.get("mbstd_group_size", 4)),
+            mbstd_num_channels=int(epilogue.get("mbstd_num_channels", 1)),
+            conv_clamp=kw.get("conv_clamp"), architecture=str(kw.get("architecture", "resnet")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: cannot build the discriminator from its config ({exc})") from None
+    state = generator_state_from_record(rec, source)
+    standard = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    standard = torch.outer(standard, standard) / 64
+    for key in [k for k in state if k.endswith("resample_filter")]:
+        f = state.pop(key).float()
+        if f.shape != standard.shape or not torch.allclose(f, standard):
+            raise CheckpointError(f"{source}: {key} is not the standard [1, 3, 3, 1] filter")
+    load_state_strict(D, state, source)
+    return D.eval().requires_grad_(False)
+
+
+def load_nvidia_pkl_discriminator(path: str | os.PathLike[str]):
+    """The discriminator ``D`` of an NVIDIA training snapshot, or None when the pickle holds none."""
+    data = read_nvidia_pkl(path)
+    rec = data.get("D")
+    return None if rec is None else discriminator_from_record(rec, str(path))

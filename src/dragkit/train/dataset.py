@@ -152,13 +152,19 @@ class ImageDataset:
             )
         return arr
 
-    def batch(self, iteration: int, batch_size: int, seed: int, xflip: bool) -> torch.Tensor:
-        """The real batch of ``iteration``: ``(N, 3, R, R)`` uint8, a function of (seed, iteration)."""
+    def batch(self, iteration: int, batch_size: int, seed: int, xflip: bool,
+              part: slice | None = None) -> torch.Tensor:
+        """The real batch of ``iteration``: ``(N, 3, R, R)`` uint8, a function of (seed, iteration).
+
+        ``part``: only these positions of the batch (one process's share of a
+        distributed run's global batch); the others are not decoded.
+        """
         rng = np.random.default_rng([int(seed), 0x5EED, int(iteration)])
         idx = rng.integers(0, len(self), size=batch_size)
         flips = rng.random(batch_size) < 0.5 if xflip else np.zeros(batch_size, dtype=bool)
+        part = part or slice(None)
         arrs = []
-        for i, f in zip(idx, flips):
+        for i, f in zip(idx[part], flips[part]):
             a = self.load(int(i))
             arrs.append(a[:, ::-1] if f else a)
         return torch.from_numpy(np.ascontiguousarray(np.stack(arrs).transpose(0, 3, 1, 2)))
@@ -189,11 +195,12 @@ class ToyWorldSource:
     def __len__(self) -> int:  # unbounded; a large number for display
         return 2**31
 
-    def batch(self, iteration: int, batch_size: int, seed: int, xflip: bool) -> torch.Tensor:
+    def batch(self, iteration: int, batch_size: int, seed: int, xflip: bool,
+              part: slice | None = None) -> torch.Tensor:
         from .toy import toy_image
 
         base = int(iteration) * batch_size
-        arrs = [toy_image(self.seed, base + j, self.resolution)[0] for j in range(batch_size)]
+        arrs = [toy_image(self.seed, base + j, self.resolution)[0] for j in range(batch_size)[part or slice(None)]]
         return torch.from_numpy(np.stack(arrs).transpose(0, 3, 1, 2).copy())
 
     def grid(self, count: int) -> torch.Tensor:

@@ -6,7 +6,8 @@
   loadable by :func:`dragkit.formats.native.load_native` and the registry;
 * ``models/toy.disc.safetensors`` + ``models/toy.disc.json`` - the
   discriminator (for inversion and fine-tuning later), loadable by
-  :func:`load_discriminator`, safetensors only, never pickle.
+  :func:`load_discriminator` (:func:`dragkit.formats.native.load_native_discriminator`),
+  safetensors only, never pickle.
 """
 from __future__ import annotations
 
@@ -17,63 +18,10 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import CheckpointError
-from ..formats.native import load_state_strict, native_paths, read_state, save_native, save_state_native
-from ..nets.discriminator import Discriminator
+from ..formats.native import (DISC_FORMAT, disc_stem, native_stem, load_native_discriminator as load_discriminator,
+                              save_discriminator, save_native)
 
 __all__ = ["DISC_FORMAT", "disc_stem", "save_discriminator", "load_discriminator", "export_networks"]
-
-DISC_FORMAT = "dragkit-discriminator"
-DISC_FORMAT_VERSION = 1
-
-
-def _stem(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    for suffix in (".disc.safetensors", ".disc.json", ".safetensors", ".json"):
-        if p.name.endswith(suffix):
-            return p.with_name(p.name[: -len(suffix)])
-    return p
-
-
-def disc_stem(path: str | os.PathLike) -> Path:
-    """Generator stem / file or discriminator file -> the discriminator's stem ``NAME.disc``."""
-    stem = _stem(path)
-    return stem.with_name(stem.name + ".disc")
-
-
-def save_discriminator(D: Discriminator, path: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``NAME.disc.safetensors`` + ``NAME.disc.json`` (atomically) for stem ``NAME``."""
-    config = {"format": DISC_FORMAT, "version": DISC_FORMAT_VERSION, "network": "stylegan2.Discriminator",
-              "init_kwargs": D.init_kwargs}
-    return save_state_native(D.state_dict(), config, disc_stem(path))
-
-
-def load_discriminator(path: str | os.PathLike) -> Discriminator:
-    """Load a discriminator saved by :func:`save_discriminator` (eval mode, CPU).
-
-    ``path`` may be the generator's stem (``models/toy``) or a ``.disc`` file.
-
-    Raises:
-        CheckpointError: missing, corrupt, or not fitting its config.
-    """
-    import json
-
-    stem = disc_stem(path)
-    weights, cfg_path = native_paths(stem)
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{cfg_path}: missing discriminator config") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != DISC_FORMAT or not isinstance(cfg.get("init_kwargs"), dict):
-        raise CheckpointError(f"{cfg_path}: not a dragkit discriminator config")
-    try:
-        D = Discriminator(**cfg["init_kwargs"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{cfg_path}: cannot build the discriminator ({exc})") from None
-    load_state_strict(D, read_state(stem), str(weights))
-    return D.eval().requires_grad_(False)
 
 
 def export_networks(trainer: Any, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None,
@@ -88,7 +36,7 @@ def export_networks(trainer: Any, path: str | os.PathLike, metadata: Mapping[str
 
     Returns the four paths written.
     """
-    stem = _stem(path)
+    stem = native_stem(path)
     stem.parent.mkdir(parents=True, exist_ok=True)
     G = copy.deepcopy(trainer.G_ema).cpu().eval()
     written = list(save_native(G, stem, metadata=metadata, dtype=dtype))

@@ -15,7 +15,8 @@ What it does, following Karras et al. (StyleGAN2, CVPR 2020) and NVIDIA's
 * the mapping network's lr multiplier (0.01), built into the generator;
 * optional DiffAugment (Zhao et al. 2020) on everything D sees, x-flips of
   real images;
-* bf16 autocast on CUDA (``amp``) and optional ``torch.compile``.
+* bf16 autocast of the main passes on CUDA or the CPU (``amp``) and optional
+  ``torch.compile``.
 
 Reproducibility: every random number of iteration ``k`` (latents, noise,
 style-mixing cut-offs, augmentations, the choice of real images) is a
@@ -97,6 +98,7 @@ class TrainConfig:
     sample_ticks: int = 5
     grid: int = 32
     preset: str = "custom"
+    init_from: str | None = None  # the model a fine-tuning run started from (for the record)
 
     def resolved_gamma(self, resolution: int) -> float:
         return self.gamma if self.gamma is not None else 0.0002 * resolution**2 / self.batch
@@ -123,11 +125,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         xflip=False, diffaug="", tick_kimg=1.0, snap_ticks=2, sample_ticks=4, grid=32,
     ),
     # 128 px faces (CelebA zip), the default app model.
+    # 128 px faces (CelebA zip), the default app model: sized for 2 CPU cores
+    # (G 1.90 M, D 1.19 M parameters); the configuration of the shared head start.
     "faces128": dict(
-        resolution=128, batch=32, z_dim=256, w_dim=256, map_layers=4,
-        g_channel_base=8192, g_channel_max=256, d_channel_base=8192, d_channel_max=256,
+        resolution=128, batch=16, z_dim=256, w_dim=256, map_layers=4,
+        g_channel_base=4096, g_channel_max=128, d_channel_base=2048, d_channel_max=128,
         glr=0.0025, dlr=0.0025, gamma=None, style_mixing=0.9, ema_kimg=None, ema_rampup=0.05,
-        xflip=True, diffaug="color,translation", tick_kimg=4.0, snap_ticks=5, sample_ticks=5, grid=32,
+        xflip=True, diffaug="color,translation", tick_kimg=4.0, snap_ticks=1, sample_ticks=2, grid=32,
     ),
     # Tests: seconds per iteration on a CPU.
     "tiny": dict(
@@ -197,9 +201,19 @@ class Trainer:
         outdir: run folder.
         resume: continue the checkpoint in ``outdir``.
         device: ``'cpu'``, ``'cuda'``, ...
-        amp: bf16 autocast for the forward passes (CUDA only).
+        amp: bf16 autocast of the main forward passes (CUDA or CPU; the
+            regularisation passes stay fp32).  ``None``: on where the device
+            computes bf16 natively (:func:`dragkit.utils.native_bf16`).
         compile: ``torch.compile`` G and D for the main (non-regularisation)
             passes.
+        channels_last: keep G's and D's weights and the images in the
+            channels-last memory layout.
+        init_from: start a new run from this model (anything
+            :func:`dragkit.load_model` reads) instead of random weights: its
+            generator becomes G and G_ema, its discriminator (native ``.disc``
+            files, an NVIDIA pickle's ``D``) becomes D - a fresh D when the file
+            has none; the optimiser states start fresh.  The architecture is
+            the model's; the data's resolution must match it.
         progress: show a progress bar on stderr.
         log: a callable for one-line messages (default: print to stderr).
     """
@@ -210,17 +224,24 @@ class Trainer:
     RETUNABLE = ("glr", "dlr", "ema_kimg")
 
     def __init__(self, cfg: TrainConfig, outdir: str | Path, resume: bool = False,
-                 device: str | torch.device = "cpu", amp: bool = False, compile: bool = False,
+                 device: str | torch.device = "cpu", amp: bool | None = False, compile: bool = False,
                  progress: bool = True, log: Callable[[str], None] | None = None,
-                 retune: dict[str, float] | None = None) -> None:
+                 retune: dict[str, float] | None = None, init_from: str | None = None,
+                 channels_last: bool = False) -> None:
         from ..nets import Generator
         from ..nets.discriminator import Discriminator
+        from . import distributed
 
         self.outdir = Path(outdir)
-        self.device = torch.device(device)
-        self.amp = bool(amp) and self.device.type == "cuda"
-        self.progress = progress
-        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.dist, self.device = distributed.setup(torch.device(device))
+        if amp is None:
+            from ..utils import native_bf16
+
+            amp = native_bf16(self.device)
+        self.amp = bool(amp) and self.device.type in ("cuda", "cpu")
+        self.progress = progress and self.dist.is_main
+        log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.log = log if self.dist.is_main else (lambda msg: None)
         ckpt_path = self.outdir / CHECKPOINT_NAME
         state = None
         if resume:
@@ -244,6 +265,8 @@ class Trainer:
                 f"{self.outdir} already holds a training run; pass --resume to continue it "
                 "or choose another --outdir"
             )
+        if resume and init_from is not None:
+            raise DragkitError("--init-from starts a new run; a resumed run continues from its checkpoint")
         if self.device.type == "cpu":
             # Subnormal floats make CPU kernels crawl (a GAN's small weights and
             # Adam moments produce them); flushing them changes nothing visible.
@@ -252,19 +275,43 @@ class Trainer:
         self.policy = parse_policy(cfg.diffaug)
         self.source = open_source(cfg.data, parse_range(cfg.data_range), cfg.resolution)
         res = self.source.resolution
-        if cfg.batch % min(cfg.mbstd_group, cfg.batch) != 0:
-            raise DragkitError(f"--batch {cfg.batch} must be a multiple of the mbstd group {cfg.mbstd_group}")
+        if cfg.batch % self.dist.world != 0:
+            raise DragkitError(f"--batch {cfg.batch} must be a multiple of the number of processes {self.dist.world}")
+        self.local_batch = cfg.batch // self.dist.world
         torch.manual_seed(cfg.seed)
-        self.G = Generator(
-            cfg.z_dim, 0, cfg.w_dim, res, 3,
+        init_G = init_D = None
+        if init_from is not None:
+            init_G, init_D, cfg = self._load_init(init_from, cfg, res)
+            self.cfg = cfg
+        if state is not None and state.get("G_init_kwargs"):
+            g_kwargs, d_kwargs = state["G_init_kwargs"], state["D_init_kwargs"]
+        elif init_G is not None:
+            g_kwargs = init_G.init_kwargs
+            d_kwargs = init_D.init_kwargs if init_D is not None else None
+        else:
+            g_kwargs = d_kwargs = None
+        g_kwargs = g_kwargs or dict(
+            z_dim=cfg.z_dim, c_dim=0, w_dim=cfg.w_dim, img_resolution=res, img_channels=3,
             mapping_kwargs={"num_layers": cfg.map_layers, "lr_multiplier": cfg.map_lr_mult},
             synthesis_kwargs={"channel_base": cfg.g_channel_base, "channel_max": cfg.g_channel_max,
-                              "architecture": "skip", "conv_clamp": 256, "num_fp16_res": 0},
-        ).to(self.device).train().requires_grad_(False)
-        self.D = Discriminator(
-            res, 3, channel_base=cfg.d_channel_base, channel_max=cfg.d_channel_max,
-            mbstd_group_size=cfg.mbstd_group, conv_clamp=256,
-        ).to(self.device).train().requires_grad_(False)
+                              "architecture": "skip", "conv_clamp": 256, "num_fp16_res": 0})
+        d_kwargs = d_kwargs or dict(
+            img_resolution=res, img_channels=3, channel_base=cfg.d_channel_base, channel_max=cfg.d_channel_max,
+            mbstd_group_size=cfg.mbstd_group, conv_clamp=256)
+        group = min(int(d_kwargs.get("mbstd_group_size", 4)), self.local_batch)
+        if self.local_batch % group != 0:
+            raise DragkitError(f"the batch per process ({self.local_batch}) must be a multiple of the "
+                               f"minibatch-std group {group}")
+        self.G = Generator(**g_kwargs).to(self.device).train().requires_grad_(False)
+        self.D = Discriminator(**d_kwargs).to(self.device).train().requires_grad_(False)
+        if init_G is not None:
+            self.G.load_state_dict(init_G.state_dict())
+            if init_D is not None:
+                self.D.load_state_dict(init_D.state_dict())
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
         self.G_ema = copy.deepcopy(self.G).eval()
         self.gamma = cfg.resolved_gamma(res)
         self.opt_G = self._make_opt(self.G, cfg.glr, cfg.pl_interval if cfg.pl_weight > 0 else 0)
@@ -305,12 +352,57 @@ class Trainer:
         self.grid_z = torch.from_numpy(rng.randn(cfg.grid, cfg.z_dim).astype(np.float32))
 
     # -- setup helpers --------------------------------------------------
+    def _load_init(self, init_from: str, cfg: TrainConfig, res: int) -> tuple[Any, Any, TrainConfig]:
+        """The model (and its discriminator) a fine-tuning run starts from; cfg updated to its architecture."""
+        from ..formats import load_discriminator
+        from ..models import load_model, resolve_model
+
+        path = resolve_model(init_from)
+        G = load_model(path)
+        if G.c_dim != 0:
+            raise DragkitError(f"--init-from {init_from}: a class-conditional generator (c_dim {G.c_dim}) "
+                               "cannot be fine-tuned on unlabelled images")
+        if (G.img_resolution, G.img_channels) != (res, 3):
+            raise DragkitError(f"--init-from {init_from}: the model makes {G.img_resolution} px images with "
+                               f"{G.img_channels} channels; the training data is {res} px RGB")
+        if type(G.synthesis).__name__ != "SynthesisNetwork":
+            raise DragkitError(f"--init-from {init_from}: only StyleGAN2 generators can be trained")
+        D = load_discriminator(path)
+        if D is not None and D.img_resolution != res:
+            raise DragkitError(f"--init-from {init_from}: its discriminator is {D.img_resolution} px, "
+                               f"the generator {res} px")
+        self.log(f"dragkit train: starting from {path} (generator"
+                 + (" and discriminator" if D is not None else "; no discriminator in the file, a fresh one")
+                 + "; fresh optimiser states)")
+        kw = G.init_kwargs
+        mapping, synthesis = kw.get("mapping_kwargs") or {}, kw.get("synthesis_kwargs") or {}
+        updates: dict[str, Any] = dict(
+            z_dim=G.z_dim, w_dim=G.w_dim, init_from=str(path),
+            map_layers=int(mapping.get("num_layers", 8)), map_lr_mult=float(mapping.get("lr_multiplier", 0.01)),
+            g_channel_base=int(synthesis.get("channel_base", 32768)),
+            g_channel_max=int(synthesis.get("channel_max", 512)))
+        if D is not None:
+            updates.update(d_channel_base=D.init_kwargs["channel_base"], d_channel_max=D.init_kwargs["channel_max"],
+                           mbstd_group=D.init_kwargs["mbstd_group_size"])
+        return G, D, dataclasses.replace(cfg, **updates)
+
     def _make_opt(self, module: torch.nn.Module, lr: float, reg_interval: int) -> torch.optim.Adam:
         beta1, beta2 = 0.0, 0.99
         if reg_interval > 0:
             ratio = reg_interval / (reg_interval + 1)
             lr, beta1, beta2 = lr * ratio, beta1**ratio, beta2**ratio
         return torch.optim.Adam(module.parameters(), lr=lr, betas=(beta1, beta2), eps=1e-8)
+
+    def _part(self, n: int) -> slice:
+        """This rank's slice of a global batch made of ``n`` samples per rank."""
+        return slice(self.dist.rank * n, (self.dist.rank + 1) * n)
+
+    def _sync(self, module: torch.nn.Module) -> None:
+        """Average ``module``'s gradients over the ranks (a no-op in a single process)."""
+        if self.dist.enabled:
+            from .distributed import all_reduce_grads
+
+            all_reduce_grads(module, self.dist.world)
 
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -327,7 +419,9 @@ class Trainer:
             if torch.rand([]).item() >= self.cfg.style_mixing:
                 cutoff = ws.shape[1]
             if cutoff < ws.shape[1]:
-                ws2 = self.G.mapping(torch.randn_like(z), None, update_emas=False)
+                # Drawn for the global batch on the CPU; this rank's slice of it.
+                z2 = torch.randn([z.shape[0] * self.dist.world, z.shape[1]])[self._part(z.shape[0])]
+                ws2 = self.G.mapping(z2.to(z.device), None, update_emas=False)
                 ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
         if not main:
             return self.G.synthesis(ws, noise_mode="random").float(), ws
@@ -353,9 +447,13 @@ class Trainer:
         torch.manual_seed(_iteration_seed(cfg.seed, it))
         b = cfg.batch
         stats: dict[str, float] = {}
-        real = to_float(self.source.batch(it, b, cfg.seed, cfg.xflip), dev)
-        gen_z = torch.randn([b, cfg.z_dim], device=dev)
-        gen_z2 = torch.randn([b, cfg.z_dim], device=dev)
+        # Every rank draws the whole global batch's random numbers (so they
+        # stay in step) and uses its own slice of it.
+        part = self._part(self.local_batch)
+        real = to_float(self.source.batch(it, b, cfg.seed, cfg.xflip, part=part), dev)
+        real = real.contiguous(memory_format=self.memory_format)
+        gen_z = torch.randn([b, cfg.z_dim])[part].to(dev)
+        gen_z2 = torch.randn([b, cfg.z_dim])[part].to(dev)
 
         # G main: non-saturating loss.
         self.G.requires_grad_(True)
@@ -364,6 +462,7 @@ class Trainer:
         logits = self.run_D(img)
         loss_G = F.softplus(-logits).mean()
         loss_G.backward()
+        self._sync(self.G)
         self.opt_G.step()
         stats["loss_G"] = loss_G.item()
         stats["score_fake"] = logits.mean().item()
@@ -371,7 +470,7 @@ class Trainer:
         # G reg: path length, lazily.
         if cfg.pl_weight > 0 and it % cfg.pl_interval == 0:
             self.opt_G.zero_grad(set_to_none=True)
-            pb = max(b // cfg.pl_batch_shrink, 1)
+            pb = max(self.local_batch // cfg.pl_batch_shrink, 1)
             img, ws = self.run_G(gen_z[:pb], main=False)
             pl_noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
             (pl_grads,) = torch.autograd.grad((img * pl_noise).sum(), ws, create_graph=True)
@@ -380,6 +479,7 @@ class Trainer:
             pl_penalty = (pl_lengths - self.pl_mean).square()
             loss = (pl_penalty * cfg.pl_weight).mean() * cfg.pl_interval + img[:, 0, 0, 0].sum() * 0
             loss.backward()
+            self._sync(self.G)
             self.opt_G.step()
             stats["pl_penalty"] = pl_penalty.mean().item()
         self.G.requires_grad_(False)
@@ -393,6 +493,7 @@ class Trainer:
         logits_real = self.run_D(real)
         loss_D = F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
         loss_D.backward()
+        self._sync(self.D)
         self.opt_D.step()
         stats["loss_D"] = loss_D.item()
         stats["score_real"] = logits_real.mean().item()
@@ -406,10 +507,15 @@ class Trainer:
             r1_penalty = r1_grads.square().sum([1, 2, 3])
             loss = (r1_penalty * (self.gamma / 2)).mean() * cfg.r1_interval + logits.mean() * 0
             loss.backward()
+            self._sync(self.D)
             self.opt_D.step()
             stats["r1_penalty"] = r1_penalty.mean().item()
         self.D.requires_grad_(False)
 
+        if self.dist.enabled:
+            from .distributed import average_buffers
+
+            average_buffers(self.G, self.dist.world)
         # EMA of G.
         ema_nimg = cfg.resolved_ema_kimg() * 1000
         if cfg.ema_rampup is not None:
@@ -477,14 +583,17 @@ class Trainer:
         SIGINT / SIGTERM.
         """
         cfg = self.cfg
-        self.outdir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.outdir / "config.json",
-                           (json.dumps(dataclasses.asdict(cfg), indent=2) + "\n").encode())
+        main = self.dist.is_main  # rank 0 alone writes files
+        if main:
+            self.outdir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.outdir / "config.json",
+                               (json.dumps(dataclasses.asdict(cfg), indent=2) + "\n").encode())
         total = int(round(cfg.kimg * 1000))
-        if self.cur_nimg == 0 and not (self.outdir / "reals.png").exists():
+        if main and self.cur_nimg == 0 and not (self.outdir / "reals.png").exists():
             save_grid(self.source.grid(cfg.grid), self.outdir / "reals.png", cols=min(8, cfg.grid))
+        procs = f" ({self.dist.world} processes of {self.local_batch})" if self.dist.enabled else ""
         self.log(f"dragkit train: {self.source.describe()}; G {_count(self.G) / 1e6:.2f} M params, "
-                 f"D {_count(self.D) / 1e6:.2f} M params; batch {cfg.batch}; "
+                 f"D {_count(self.D) / 1e6:.2f} M params; batch {cfg.batch}{procs}; "
                  f"{'resuming at' if self.cur_nimg else 'starting at'} {self.kimg:.1f} kimg of {cfg.kimg:g}; "
                  f"device {self.device}{' (bf16)' if self.amp else ''}")
         bar = None
@@ -501,7 +610,12 @@ class Trainer:
         last_saved_nimg = self.cur_nimg
         with _StopFlag() as flag:
             while self.cur_nimg < total:
-                if flag.stop:
+                stop = flag.stop
+                if self.dist.enabled:  # every rank stops at the same iteration
+                    from .distributed import any_flag
+
+                    (stop,) = any_flag(stop, device=self.device)
+                if stop:
                     status = "interrupted"
                     break
                 t0 = time.time()
@@ -509,7 +623,10 @@ class Trainer:
                 self.elapsed += time.time() - t0
                 for k, v in stats.items():
                     sums.setdefault(k, []).append(v)
-                if not all(math.isfinite(v) for v in stats.values()):
+                bad = not all(math.isfinite(v) for v in stats.values())
+                if self.dist.enabled:
+                    (bad,) = any_flag(bad, device=self.device)
+                if bad:
                     self.log(f"dragkit train: non-finite loss at {self.kimg:.3f} kimg: {stats}")
                     status = "diverged"
                     break
@@ -525,7 +642,14 @@ class Trainer:
                         "sec_per_kimg": round(sec_per_kimg, 3), "train_seconds": round(self.elapsed, 1),
                         "timestamp": time.time(),
                     }
-                    entry.update({k: float(np.mean(v)) for k, v in sums.items()})
+                    entry.update(self._tick_means(sums))
+                    if self.dist.enabled:
+                        entry["ranks_in_sync"] = self._check_ranks_in_sync()
+                    if not main:
+                        sums = {}
+                        tick_start_nimg = self.cur_nimg
+                        tick_start_time = time.time()
+                        continue
                     if self.tick % cfg.sample_ticks == 0 or done:
                         imgs = self.sample_grid(self.outdir / f"fakes{self.kimg:08.3f}.png")
                         if isinstance(self.source, ToyWorldSource):
@@ -548,7 +672,7 @@ class Trainer:
                     tick_start_time = time.time()
             if bar is not None:
                 bar.close()
-            if status != "diverged" and self.cur_nimg != last_saved_nimg:
+            if main and status != "diverged" and self.cur_nimg != last_saved_nimg:
                 self.save()
         if status == "interrupted":
             self.log(f"dragkit train: stopped at {self.kimg:.3f} kimg; checkpoint written to "
@@ -557,6 +681,28 @@ class Trainer:
             raise DragkitError(f"training diverged at {self.kimg:.3f} kimg (non-finite loss); "
                                f"the last good checkpoint is {self.outdir / CHECKPOINT_NAME}")
         return status
+
+
+    def _tick_means(self, sums: dict[str, list[float]]) -> dict[str, float]:
+        """The tick's mean of each statistic (over all ranks in a distributed run)."""
+        means = {k: float(np.mean(v)) for k, v in sorted(sums.items())}
+        if self.dist.enabled and means:
+            import torch.distributed as dist
+
+            t = torch.tensor(list(means.values()), dtype=torch.float64, device=self.device)
+            dist.all_reduce(t)
+            means = dict(zip(means, (t / self.dist.world).tolist()))
+        return means
+
+    def _check_ranks_in_sync(self) -> bool:
+        """True when G, G_ema and D are identical on every rank; otherwise a DragkitError."""
+        from .distributed import fingerprint, gather_floats
+
+        mine = fingerprint(self.G, self.G_ema, self.D)
+        if all(torch.equal(mine, other) for other in gather_floats(mine, self.dist.world)):
+            return True
+        raise DragkitError(f"distributed training: the ranks' networks differ at {self.kimg:.3f} kimg "
+                           "(non-deterministic reduction?); stopping")
 
 
 def _count(m: torch.nn.Module) -> int:
