@@ -14,8 +14,10 @@ execution for whoever crafted the file.
 This reader instead uses a :class:`pickle.Unpickler` whose ``find_class``
 answers from a small allow-list of stand-ins:
 
-* tensor and storage rebuilders (storages are decoded by
-  ``torch.load(weights_only=True)``),
+* tensor and storage rebuilders (storage blobs are parsed by
+  :mod:`.legacy_storage`, never given to ``torch.load``; a tensor may not
+  reach past or claim more elements than its storage, and a pickle
+  ``BUILD`` on a tensor or storage is refused),
 * ``collections.OrderedDict``, ``builtins.set``/``frozenset``, an
   ``EasyDict`` stand-in (a plain ``dict`` subclass),
 * NumPy scalars/arrays of numeric dtypes only (object dtypes are refused),
@@ -27,8 +29,13 @@ Any other global is refused with a :class:`~dragkit.errors.CheckpointError`
 naming it.  The generator's state dict is then collected from the recorded
 ``_parameters``/``_buffers``/``_modules`` of ``G_ema`` (else ``G``), its
 architecture read from the recorded ``_init_kwargs`` (or inferred from the
-tensor shapes when absent, never from the file name), and a
-:class:`dragkit.nets.Generator` is built and loaded strictly.
+tensor shapes when absent, never from the file name) and checked field
+by field (:mod:`.arch`), and a :class:`dragkit.nets.Generator` is built,
+allocating no more than the file's tensors hold, and loaded strictly.
+
+Work is bounded by what the file holds: shared (memoised) objects are
+walked once, and the trees walked after unpickling (the loaded object,
+the module tree, the init kwargs) have node budgets.
 """
 from __future__ import annotations
 
@@ -47,6 +54,8 @@ import torch
 
 from ..errors import CheckpointError
 from ..nets import Generator
+from .arch import build_bounded, check_discriminator_kwargs, total_elements
+from .legacy_storage import StorageRef, decode_storage_blob
 from .native import build_generator, load_state_strict
 
 __all__ = [
@@ -62,6 +71,12 @@ __all__ = [
 ]
 
 _MAX_DEPTH = 64
+#: Most objects walked after unpickling (a real snapshot has a few thousand).
+_MAX_NODES = 2_000_000
+#: Most module records in one network's tree (StyleGAN2 at 1024 px: ~200).
+_MAX_MODULES = 100_000
+#: Most values in recorded init kwargs (a handful in real files).
+_MAX_KWARG_NODES = 10_000
 _TRAINING_ONLY_MAPPING_KEYS = ("freeze_layers", "freeze_embed")
 _GENERATOR_KEYS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs")
 
@@ -165,67 +180,69 @@ def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
 
 # -- tensors -----------------------------------------------------------------
 
-_STORAGE_TYPES = (torch.TypedStorage, torch.UntypedStorage)
+class _TensorRef:
+    """A rebuilt tensor while unpickling: the pickle machinery never holds a torch tensor.
+
+    ``BUILD`` on a real tensor would call ``Tensor.__setstate__`` and let the
+    file re-point it at any storage, size and stride, skipping the bounds
+    check; on this stand-in it is refused.  :func:`_finalize` swaps in the
+    tensors once the whole file is read.
+    """
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    def __setstate__(self, state: Any) -> None:
+        raise CheckpointError("refusing a pickle BUILD on a tensor (it could change its storage after the bounds check)")
 
 
-def _load_storage_from_bytes(data: Any) -> Any:
-    """Safe ``torch.storage._load_from_bytes``: a legacy torch.save of one storage."""
-    if not isinstance(data, (bytes, bytearray)):
-        raise CheckpointError("malformed tensor storage (expected bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            storage = torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad blob
-        raise CheckpointError(f"unreadable tensor storage ({type(exc).__name__}: {_first_line(exc)})") from None
-    if not isinstance(storage, _STORAGE_TYPES):
-        raise CheckpointError("malformed tensor storage (not a storage)")
-    return storage
+def _load_storage_from_bytes(data: Any) -> StorageRef:
+    """Safe ``torch.storage._load_from_bytes``: a legacy torch.save of one storage, parsed by hand."""
+    return decode_storage_blob(data)
 
 
 def _is_int_tuple(x: Any) -> bool:
-    return isinstance(x, (tuple, list)) and all(isinstance(v, int) and v >= 0 for v in x)
+    return isinstance(x, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in x)
 
 
-def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, *rest: Any) -> torch.Tensor:
-    """Safe ``torch._utils._rebuild_tensor(_v2)``: checks every argument's type."""
-    if not isinstance(storage, _STORAGE_TYPES):
+def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, *rest: Any) -> _TensorRef:
+    """Safe ``torch._utils._rebuild_tensor(_v2)``: checks every argument's type and the storage bounds."""
+    if not isinstance(storage, StorageRef):
         raise CheckpointError("malformed tensor (storage is not a tensor storage)")
-    if not isinstance(storage_offset, int) or storage_offset < 0 or not _is_int_tuple(size) or not _is_int_tuple(stride):
+    if isinstance(storage_offset, bool) or not isinstance(storage_offset, int) or storage_offset < 0 \
+            or not _is_int_tuple(size) or not _is_int_tuple(stride):
         raise CheckpointError("malformed tensor (offset/size/stride)")
-    if len(size) != len(stride):
+    if len(size) != len(stride) or len(size) > 8:
         raise CheckpointError("malformed tensor (size and stride lengths differ)")
     # rest = (requires_grad, backward_hooks[, metadata]); hooks must be empty.
-    if len(rest) > 1 and rest[1] is not None and len(rest[1]) != 0:
+    if len(rest) > 1 and rest[1] is not None and (not hasattr(rest[1], "__len__") or len(rest[1]) != 0):
         raise CheckpointError("refusing a tensor with backward hooks")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TypedStorage deprecation notices
-        if isinstance(storage, torch.TypedStorage):
-            dtype, untyped = storage.dtype, storage._untyped_storage
-        else:
-            dtype, untyped = torch.uint8, storage
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    available = untyped.nbytes() // itemsize
-    needed = storage_offset + sum((s - 1) * st for s, st in zip(size, stride)) + 1 if all(size) else 0
+    available = storage.numel
+    numel = math.prod(size)
+    needed = storage_offset + sum((s - 1) * st for s, st in zip(size, stride)) + 1 if numel else 0
     if needed > available:
         raise CheckpointError("malformed tensor (extends past its storage)")
+    if numel > available:  # zero or overlapping strides: a fake shape
+        raise CheckpointError(f"malformed tensor (claims {numel:,} values, its storage holds {available:,})")
     try:
-        t = torch.empty((0,), dtype=dtype)
-        t.set_(untyped, storage_offset, tuple(size), tuple(stride))
+        t = torch.empty((0,), dtype=storage.dtype)
+        t.set_(storage.untyped, storage_offset, tuple(size), tuple(stride))
     except Exception as exc:
         raise CheckpointError(f"malformed tensor ({_first_line(exc)})") from None
-    return t
+    return _TensorRef(t)
 
 
-def _rebuild_parameter(data: Any, requires_grad: Any = False, backward_hooks: Any = None, *rest: Any) -> torch.nn.Parameter:
-    """Safe ``torch._utils._rebuild_parameter(_with_state)``."""
-    if not isinstance(data, torch.Tensor):
+def _rebuild_parameter(data: Any, requires_grad: Any = False, backward_hooks: Any = None, *rest: Any) -> _TensorRef:
+    """Safe ``torch._utils._rebuild_parameter(_with_state)`` (the parameter is kept as its tensor)."""
+    if not isinstance(data, _TensorRef):
         raise CheckpointError("malformed parameter (data is not a tensor)")
-    if backward_hooks and len(backward_hooks) != 0:
+    if backward_hooks and (not hasattr(backward_hooks, "__len__") or len(backward_hooks) != 0):
         raise CheckpointError("refusing a parameter with backward hooks")
     if rest and rest[0]:
         raise CheckpointError("refusing a parameter with extra state")
-    return torch.nn.Parameter(data, requires_grad=False)
+    return _TensorRef(data.tensor)
 
 
 def _torch_size(dims: Any = ()) -> tuple:
@@ -378,30 +395,60 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
-def _finalize(obj: Any, depth: int = 0, seen: set[int] | None = None) -> Any:
-    """Replace numpy array stand-ins by arrays, everywhere in the loaded tree."""
-    if depth > _MAX_DEPTH:
-        raise CheckpointError("pickle nests too deeply")
-    if isinstance(obj, _NDArrayStub):
-        if obj.array is None:
-            raise CheckpointError("malformed numpy array (no data)")
-        return obj.array
-    if seen is None:
-        seen = set()
-    if isinstance(obj, (PersistentRecord, _PlainModuleRecord, dict, list)):
-        if id(obj) in seen:  # shared (memoised) objects are visited once
-            return obj
-        seen.add(id(obj))
-    if isinstance(obj, (PersistentRecord, _PlainModuleRecord)):
-        obj.state = _finalize(obj.state, depth + 1, seen)
-    elif isinstance(obj, dict):
-        for k in list(obj.keys()):
-            obj[k] = _finalize(obj[k], depth + 1, seen)
-    elif isinstance(obj, list):
-        obj[:] = [_finalize(v, depth + 1, seen) for v in obj]
-    elif isinstance(obj, tuple):
-        return tuple(_finalize(v, depth + 1, seen) for v in obj)
-    return obj
+def _finalize(obj: Any) -> Any:
+    """Swap the tensor and numpy stand-ins for real values, everywhere in the loaded tree.
+
+    Every object is visited once (results are memoised by identity, tuples
+    included), so a small pickle of shared tuples cannot make the walk
+    exponential; depth and the number of objects are bounded too.
+    """
+    done: dict[int, Any] = {}
+    keep: list[Any] = []  # keeps visited objects alive so their ids stay unique
+    count = [0]
+
+    def walk(o: Any, depth: int) -> Any:
+        if depth > _MAX_DEPTH:
+            raise CheckpointError("pickle nests too deeply")
+        if isinstance(o, (str, bytes, int, float, bool, type(None), np.generic, np.ndarray, torch.Tensor)):
+            return o
+        key = id(o)
+        if key in done:
+            return done[key]
+        count[0] += 1
+        if count[0] > _MAX_NODES:
+            raise CheckpointError(f"pickle holds more than {_MAX_NODES:,} objects")
+        keep.append(o)
+        if isinstance(o, _TensorRef):
+            out: Any = o.tensor
+        elif isinstance(o, _NDArrayStub):
+            if o.array is None:
+                raise CheckpointError("malformed numpy array (no data)")
+            out = o.array
+        elif isinstance(o, StorageRef):
+            raise CheckpointError("malformed pickle (a bare tensor storage)")
+        elif isinstance(o, (PersistentRecord, _PlainModuleRecord)):
+            done[key] = o
+            o.state = walk(o.state, depth + 1)
+            return o
+        elif isinstance(o, dict):
+            done[key] = o
+            for k in list(o.keys()):
+                o[k] = walk(o[k], depth + 1)
+            return o
+        elif isinstance(o, list):
+            done[key] = o
+            o[:] = [walk(v, depth + 1) for v in o]
+            return o
+        elif isinstance(o, tuple):
+            out = tuple(walk(v, depth + 1) for v in o)
+        elif isinstance(o, (set, frozenset)):
+            out = o  # hashable members only: no stand-ins inside
+        else:
+            out = o
+        done[key] = out
+        return out
+
+    return walk(obj, 0)
 
 
 def safe_unpickle(file: Any, source: str = "<pickle>") -> Any:
@@ -433,9 +480,13 @@ def safe_unpickle(file: Any, source: str = "<pickle>") -> Any:
 # From records to a generator.
 
 
-def _module_state(rec: Any, source: str, prefix: str, out: dict[str, torch.Tensor], depth: int) -> None:
+def _module_state(rec: Any, source: str, prefix: str, out: dict[str, torch.Tensor], depth: int,
+                  visits: list[int]) -> None:
     if depth > _MAX_DEPTH:
         raise CheckpointError(f"{source}: module tree nests too deeply")
+    visits[0] += 1
+    if visits[0] > _MAX_MODULES:  # shared submodules would otherwise be walked 2^depth times
+        raise CheckpointError(f"{source}: the network has more than {_MAX_MODULES:,} modules")
     if not isinstance(rec, (PersistentRecord, _PlainModuleRecord)):
         raise CheckpointError(f"{source}: {prefix.rstrip('.') or 'network'} is not a network module record")
     st = rec.state
@@ -456,27 +507,45 @@ def _module_state(rec: Any, source: str, prefix: str, out: dict[str, torch.Tenso
     for name, sub in modules.items():
         if sub is None:
             continue
-        _module_state(sub, source, f"{prefix}{name}.", out, depth + 1)
+        if not isinstance(name, str):
+            raise CheckpointError(f"{source}: malformed _modules in {prefix.rstrip('.') or 'network'}")
+        _module_state(sub, source, f"{prefix}{name}.", out, depth + 1, visits)
 
 
 def generator_state_from_record(rec: PersistentRecord, source: str = "<pickle>") -> dict[str, torch.Tensor]:
     """Collect a state dict (NVIDIA names) from a recorded network."""
     out: dict[str, torch.Tensor] = {}
-    _module_state(rec, source, "", out, 0)
+    _module_state(rec, source, "", out, 0, [0])
     return out
 
 
-def _plain(value: Any, where: str, source: str) -> Any:
-    """Recorded init kwargs -> JSON-able Python values (or an error naming them)."""
+def _plain(value: Any, where: str, source: str, _budget: list[int] | None = None, _depth: int = 0) -> Any:
+    """Recorded init kwargs -> JSON-able Python values (or an error naming them).
+
+    The output is a tree, so shared values would be copied once per use:
+    its size and depth are bounded (:data:`_MAX_KWARG_NODES`), which bounds
+    the work whatever the file shares.
+    """
+    budget = [0] if _budget is None else _budget
+    budget[0] += 1
+    if budget[0] > _MAX_KWARG_NODES or _depth > 16:
+        raise CheckpointError(f"{source}: recorded init arguments are too large or nest too deeply ({where})")
     if isinstance(value, dict):
-        return {str(k): _plain(v, f"{where}.{k}", source) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, (str, int)) or isinstance(k, bool):
+                raise CheckpointError(f"{source}: unsupported key of type {type(k).__name__} in {where}")
+            out[str(k)] = _plain(v, f"{where}.{k}", source, budget, _depth + 1)
+        return out
     if isinstance(value, (list, tuple)):
-        return [_plain(v, where, source) for v in value]
-    if isinstance(value, np.ndarray) and value.ndim <= 1:
-        return [_plain(v, where, source) for v in value.tolist()]
+        return [_plain(v, where, source, budget, _depth + 1) for v in value]
+    if isinstance(value, np.ndarray) and value.ndim <= 1 and value.size <= _MAX_KWARG_NODES:
+        return [_plain(v, where, source, budget, _depth + 1) for v in value.tolist()]
     if isinstance(value, np.generic):
         return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str) and len(value) <= 1000:
         return value
     raise CheckpointError(f"{source}: unsupported value of type {type(value).__name__} in {where}")
 
@@ -707,7 +776,7 @@ def load_nvidia_pkl(path: str | os.PathLike[str]) -> Generator:
     if inferred:
         kwargs = infer_init_kwargs(state, source)
     kwargs = apply_recorded_attributes(kwargs, rec)
-    G = build_generator(kwargs, source)
+    G = build_generator(kwargs, source, holds=total_elements({k: v.shape for k, v in state.items()}))
     load_state_strict(G, state, source)
     G.eval().requires_grad_(False)
     G.dragkit_metadata = {  # type: ignore[attr-defined]
@@ -744,20 +813,22 @@ def discriminator_from_record(rec: Any, source: str = "<pickle>"):
     kw = _plain(dict(kwargs), "D._init_kwargs", source)
     for key, value in zip(_D_KEYS, args):
         kw.setdefault(key, _plain(value, f"D._init_args.{key}", source))
-    if int(kw.get("c_dim") or 0) != 0:
+    c_dim = kw.get("c_dim") or 0
+    if isinstance(c_dim, bool) or not isinstance(c_dim, int):
+        raise CheckpointError(f"{source}: bad discriminator field c_dim (got {c_dim!r:.40})")
+    if c_dim != 0:
         raise CheckpointError(f"{source}: the discriminator is class-conditional (c_dim {kw['c_dim']}); "
                               "dragkit trains unconditional discriminators only")
     epilogue = kw.get("epilogue_kwargs") or {}
-    try:
-        D = Discriminator(
-            int(kw["img_resolution"]), int(kw.get("img_channels", 3)),
-            channel_base=int(kw.get("channel_base", 32768)), channel_max=int(kw.get("channel_max", 512)),
-            mbstd_group_size=int(epilogue.get("mbstd_group_size", 4)),
-            mbstd_num_channels=int(epilogue.get("mbstd_num_channels", 1)),
-            conv_clamp=kw.get("conv_clamp"), architecture=str(kw.get("architecture", "resnet")),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: cannot build the discriminator from its config ({exc})") from None
+    if not isinstance(epilogue, dict):
+        raise CheckpointError(f"{source}: the discriminator's epilogue_kwargs are not an object")
+    config = check_discriminator_kwargs({
+        "img_resolution": kw.get("img_resolution"), "img_channels": kw.get("img_channels", 3),
+        "channel_base": kw.get("channel_base", 32768), "channel_max": kw.get("channel_max", 512),
+        "mbstd_group_size": epilogue.get("mbstd_group_size", 4),
+        "mbstd_num_channels": epilogue.get("mbstd_num_channels", 1),
+        "conv_clamp": kw.get("conv_clamp"), "architecture": kw.get("architecture", "resnet"),
+    }, source)
     state = generator_state_from_record(rec, source)
     standard = torch.tensor([1.0, 3.0, 3.0, 1.0])
     standard = torch.outer(standard, standard) / 64
@@ -765,6 +836,8 @@ def discriminator_from_record(rec: Any, source: str = "<pickle>"):
         f = state.pop(key).float()
         if f.shape != standard.shape or not torch.allclose(f, standard):
             raise CheckpointError(f"{source}: {key} is not the standard [1, 3, 3, 1] filter")
+    D = build_bounded(Discriminator, config, total_elements({k: v.shape for k, v in state.items()}), source,
+                      "discriminator")
     load_state_strict(D, state, source)
     return D.eval().requires_grad_(False)
 
