@@ -700,6 +700,9 @@ def apply_recorded_attributes(kwargs: dict[str, Any], rec: PersistentRecord, img
     the block's ``architecture``, the mapping's ``bias_gain`` =
     ``lr_multiplier``), so those win.
     """
+    for key in ("mapping_kwargs", "synthesis_kwargs"):
+        if kwargs.get(key) is not None and not isinstance(kwargs[key], dict):
+            raise CheckpointError(f"bad architecture field {key}: not an object (got {kwargs[key]!r:.40})")
     flat = "synthesis_kwargs" not in kwargs
     syn_kwargs = kwargs if flat else dict(kwargs.get("synthesis_kwargs") or {})
     layer = _submodule(rec, "synthesis", "b4", "conv1")
@@ -775,7 +778,10 @@ def load_nvidia_pkl(path: str | os.PathLike[str]) -> Generator:
     inferred = kwargs is None
     if inferred:
         kwargs = infer_init_kwargs(state, source)
-    kwargs = apply_recorded_attributes(kwargs, rec)
+    try:
+        kwargs = apply_recorded_attributes(kwargs, rec)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
     G = build_generator(kwargs, source, holds=total_elements({k: v.shape for k, v in state.items()}))
     load_state_strict(G, state, source)
     G.eval().requires_grad_(False)

@@ -144,7 +144,7 @@ class Server:
         self.tabs: dict[str, Tab] = {}
         self.live = 0
         self.pending = 0  # websockets that have not said hello yet
-        self.last_prune = 0.0
+        self.last_prune = -1e9
 
     def model_name(self) -> str:
         if self.default_model:
@@ -169,12 +169,14 @@ class Server:
         raise DragkitError(f"unknown model {name[:60]!r}; this server offers: {', '.join(offered) or '(none)'}")
 
     def prune_saved(self) -> None:
-        """Bound the sessions folder (compute thread; at most once a minute)."""
+        """Bound the sessions folder when a tab is created (compute thread): by count
+        whenever it is over ``max_saved``, by age at most once an hour."""
         now = time.monotonic()
-        if now - self.last_prune < 60:
+        if now - self.last_prune < 3600 and self.store.count() <= self.limits.max_saved:
             return
         self.last_prune = now
-        gone = self.store.prune(keep=set(self.tabs))
+        live = {sid for sid, t in self.tabs.items() if t.conn is not None or t.running}
+        gone = self.store.prune(keep=live)  # a detached tab in memory is saved again on its next action
         if gone:
             log.info("removed %d saved edit(s) (age or count limit)", gone)
 

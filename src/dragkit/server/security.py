@@ -6,7 +6,8 @@ Every HTTP request and websocket handshake passes :class:`GuardMiddleware`:
   (DNS rebinding: a web page cannot reach the server under its own name);
 * the token must come as a header (``X-Dragkit-Token`` or
   ``Authorization: Bearer``) or as the HttpOnly ``SameSite=Strict`` cookie
-  that ``POST /api/login`` sets - never in a URL, so it is not written to
+  that ``POST /api/login`` sets (holding a key derived from the token, not
+  the token) - never in a URL, so it is not written to
   access logs, browser history or download lists.  ``GET /`` without it
   answers 401 with a small login page, which reads the token from the URL
   *fragment* (``/#token=...``, never sent to any server), exchanges it for
@@ -35,7 +36,8 @@ from urllib.parse import urlsplit
 from ..errors import DragkitError
 from ..utils import atomic_write_bytes
 
-__all__ = ["GuardMiddleware", "TOKEN_HEADER", "TOKEN_ENV", "cookie_name", "resolve_token", "SECURITY_HEADERS"]
+__all__ = ["GuardMiddleware", "TOKEN_HEADER", "TOKEN_ENV", "cookie_name", "cookie_value", "resolve_token",
+           "SECURITY_HEADERS"]
 
 TOKEN_HEADER = "x-dragkit-token"
 TOKEN_ENV = "DRAGKIT_TOKEN"
@@ -82,9 +84,15 @@ _LOGIN_CSP = _CSP.replace("script-src 'self'", f"script-src 'sha256-{_LOGIN_HASH
 
 
 def cookie_name(token: str) -> str:
-    """The cookie carrying ``token``: named after a hash of it, since cookies ignore ports
-    (two servers on one host keep separate cookies)."""
+    """The cookie this server's login sets: named after a hash of the token, since cookies
+    ignore ports (two servers on one host keep separate cookies)."""
     return "dragkit_" + hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def cookie_value(token: str) -> str:
+    """What the cookie holds: a key derived from the token, not the token itself, so no
+    response ever carries the token (a stolen cookie opens this server, but does not reveal it)."""
+    return hmac.new(token.encode(), b"dragkit-login-cookie", hashlib.sha256).hexdigest()
 
 
 class GuardMiddleware:
@@ -101,6 +109,7 @@ class GuardMiddleware:
         self.token = token
         self.allowed_hosts = allowed_hosts
         self.cookie = cookie_name(token) if token else None
+        self.cookie_value = cookie_value(token) if token else None
 
     def _match(self, candidate: str) -> bool:
         assert self.token is not None
@@ -115,19 +124,19 @@ class GuardMiddleware:
     def _token_ok(self, headers: dict[str, str]) -> bool:
         if self.token is None:
             return True
-        candidates = []
         given = self._header_token(headers)
-        if given is not None:
-            candidates.append(given)
+        if given is not None and self._match(given):
+            return True
         if "cookie" in headers:
             jar = SimpleCookie()
             try:
                 jar.load(headers["cookie"])
             except Exception:
-                pass
+                return False
             if self.cookie in jar:
-                candidates.append(jar[self.cookie].value)
-        return any(self._match(c) for c in candidates)
+                assert self.cookie_value is not None
+                return hmac.compare_digest(jar[self.cookie].value.encode("utf-8", "replace"), self.cookie_value.encode())
+        return False
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -167,7 +176,7 @@ class GuardMiddleware:
             return await _respond(send, 204, b"", None)
         if given is None or not self._match(given):
             return await _respond(send, 401, b'{"error":"wrong token"}', b"application/json")
-        cookie = f"{self.cookie}={self.token}; Path=/; HttpOnly; SameSite=Strict".encode()
+        cookie = f"{self.cookie}={self.cookie_value}; Path=/; HttpOnly; SameSite=Strict".encode()
         return await _respond(send, 204, b"", None, extra=[(b"set-cookie", cookie), (b"cache-control", b"no-store")])
 
     @staticmethod

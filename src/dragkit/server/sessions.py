@@ -311,6 +311,13 @@ class SessionStore:
             raise DragkitError(f"saved session {sid} could not be reopened (damaged or unreadable files)") from None
         return tab
 
+    def count(self) -> int:
+        """Entries in the sessions folder (an upper bound of the saved tabs; cheap)."""
+        try:
+            return sum(1 for _ in os.scandir(self.root))
+        except OSError:
+            return 0
+
     def prune(self, max_age_days: float | None = None, keep: set[str] | frozenset[str] = frozenset()) -> int:
         """Delete tabs not saved for ``max_age_days`` (default: ``keep_days``; 0 keeps
         all), then the least recently saved beyond ``max_saved``; never one in
