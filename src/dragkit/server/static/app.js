@@ -178,6 +178,7 @@
       if (inp.tagName === "INPUT" && auto !== undefined && auto !== null) inp.placeholder = `auto (${typeof auto === "number" ? +auto.toFixed(3) : auto})`;
     }
     if (m.num_ws) $("opt-layers").max = m.num_ws;
+    if (m.resolution) { $("opt-r1").max = m.resolution / 2; $("opt-r2").max = Math.floor(m.resolution / 2); }  // the engine's bound
     el.resInfo.textContent = m.model ? `${m.model} · ${m.resolution}×${m.resolution}` : "no model";
     if (m.image) { S.imageRev = m.image_rev; S.pending = null; showImage(m.image).then(draw); }
     decodeMask(m.mask).then(draw);
