@@ -13,7 +13,6 @@ alarm.  Each line printed is one JSON object; the last is
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import resource
@@ -159,8 +158,25 @@ def attacks(root: Path) -> list[tuple[str, Callable[[], Any]]]:
         data = json.dumps(st).encode()
         return lambda: DragSession.from_bytes(data, G)
 
+    from dragkit.formats import load_discriminator
+
+    def disc_native(name: str, change: dict) -> Callable[[], Any]:
+        path = H.native_discriminator(root / name, change)
+        return lambda: load_discriminator(path)
+
+    def disc_pkl(name: str, **kw: Any) -> Callable[[], Any]:
+        path = root / f"{name}.pkl"
+        path.write_bytes(H.discriminator_pickle(**kw))
+        return lambda: load_discriminator(path)
+
     bomb = H.png_bomb(13000)
     return [
+        ("native discriminator declaring 4096 px x 8192 channels", disc_native("dwide", {
+            "img_resolution": 4096, "channel_base": 2**24, "channel_max": 8192})),
+        ("native discriminator img_resolution 32.5", disc_native("dfrac", {"img_resolution": 32.5})),
+        ("pickled discriminator img_resolution 131072", disc_pkl("dres", img_resolution=131072, c_dim=0)),
+        ("pickled discriminator 4096 px, no tensors", disc_pkl("dbig", img_resolution=4096, c_dim=0,
+                                                               channel_base=2**24, channel_max=8192)),
         ("tuple chain, 2^40 paths (finding 3)", pkl("tuples", H.tuple_bomb(40))),
         ("init kwargs sharing one list 2^40 ways", pkl("kwargs", H.kwargs_bomb(40))),
         ("module tree sharing submodules 2^19 ways", pkl("modules", H.module_dag(19))),
@@ -319,7 +335,7 @@ def fuzz(root: Path, seed: int, cases: int, seconds: float) -> None:
         reader, make = makers[i % 3]
         try:
             fn = make(i)
-        except Exception as exc:  # a mutation the test itself cannot write: skip it
+        except Exception:  # a mutation the test itself cannot write: skip it
             continue
         r = run_case(f"{reader} #{i}", fn)
         done += 1

@@ -258,3 +258,28 @@ def png_bytes(mask: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(mask.astype(np.uint8) * 255).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def native_discriminator(folder: Path, change: dict | None = None, name: str = "m") -> Path:
+    """A valid ``NAME.disc.*`` pair beside a tiny generator, its ``init_kwargs`` updated by ``change``."""
+    from dragkit.formats.native import save_discriminator
+    from dragkit.nets.discriminator import Discriminator
+
+    stem = native_files(folder, None, name).with_suffix("")
+    torch.manual_seed(0)
+    save_discriminator(Discriminator(16, channel_base=128, channel_max=16), stem)
+    cfg_path = folder / f"{name}.disc.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["init_kwargs"].update(change or {})
+    cfg_path.write_text(json.dumps(cfg))
+    return stem.with_suffix(".safetensors")
+
+
+def discriminator_pickle(**init_kwargs: Any) -> bytes:
+    """``{'G_ema': tiny generator, 'D': a Discriminator record with these kwargs and no tensors}``."""
+    G = tiny_generator()
+    with persistence() as recon:
+        snap = {"G_ema": record(recon, G, "Generator", G.init_kwargs),
+                "D": Persistent(recon, "Discriminator", {"_parameters": {}, "_modules": {}, "_init_args": (),
+                                                          "_init_kwargs": init_kwargs})}
+        return pickle.dumps(snap, protocol=4)

@@ -139,8 +139,9 @@ def uvicorn_server(app: Any) -> Iterator[str]:
 
 def _has_sansio() -> bool:
     try:
-        import uvicorn.protocols.websockets.websockets_sansio_impl  # noqa: F401
+        import importlib
 
+        importlib.import_module("uvicorn.protocols.websockets.websockets_sansio_impl")
         return True
     except ImportError:
         return False

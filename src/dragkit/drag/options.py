@@ -49,8 +49,10 @@ MAX_POINTS = 64
 #: Largest step cap of one drag.
 MAX_STEPS = 100_000
 #: Most feature values one step may gather (motion supervision + tracking),
-#: 2^26 = 67 M: a few hundred MB of float32 with gradients.
-MAX_STEP_SAMPLES = 2**26
+#: 2^25 = 33.5 M (float32 with gradients: a few hundred MB).  The defaults at
+#: 1024 px with 64 points need 24 M; 32 points with r1 = r2 = 16 px on the
+#: 32 px toy model need 16 M (2.1 s per step, +320 MB, on a loaded 2-core CPU).
+MAX_STEP_SAMPLES = 2**25
 
 #: Each option's kind and static range.  Kinds: ``float``, ``int``,
 #: ``*_or_none`` (None = the engine's default for the model) and

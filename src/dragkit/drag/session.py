@@ -42,9 +42,6 @@ from .core import (
 from .features import block_features
 from .options import (  # re-exported: their home is .options
     MAX_POINTS,
-    NOISE_MODES,
-    SPACES,
-    TRACKING,
     DragOptions,
     auto_feature_block,
     auto_lambda_mask,

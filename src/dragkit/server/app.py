@@ -49,6 +49,7 @@ class Limits:
     max_sessions: int = 16  # tabs connected at once
     history: int = 100  # undo levels per tab
     max_video_frames: int = 600
+    max_video_bytes: int = 128 * 1024 * 1024  # frames kept per tab for its progress video, at most
     max_fps: float = 30.0  # frames per second sent to one tab, at most
     max_pending: int = 8  # websockets connected but not yet past "hello"
     hello_timeout: float = 10.0  # seconds a new websocket has to say hello
@@ -620,7 +621,9 @@ class Connection:
             )
         tab = self.tab
         assert tab is not None
-        model = msg.get("model") or session_file_model(raw) or (tab.edit.model if tab.edit else self.server.model_name())
+        # Parsed off the event loop (up to 8 MiB of JSON).
+        model = msg.get("model") or await asyncio.to_thread(session_file_model, raw) \
+            or (tab.edit.model if tab.edit else self.server.model_name())
         if not isinstance(model, str):
             raise ProtocolError("model must be a string")
         self.server.check_model(model)
@@ -740,7 +743,8 @@ class _DragRun:
         conn.last_frame_at = now
         img = tab.edit.image().convert("RGB")
         self.render_seconds = time.perf_counter() - now
-        if len(self.frames) < self.server.limits.max_video_frames:
+        lim = self.server.limits
+        if len(self.frames) < min(lim.max_video_frames, lim.max_video_bytes // max(1, img.width * img.height * 3)):
             self.frames.append(np.asarray(img))
         buf = io.BytesIO()
         img.save(buf, format="PNG", compress_level=1)

@@ -185,11 +185,11 @@ class Tab:
 
 def _apply_options(edit: Edit, options: dict[str, Any]) -> None:
     opts = dict(options)
-    if "layers" in opts:  # a model with fewer codes than the last one
-        opts["layers"] = min(int(opts["layers"]), edit.num_ws)
     try:
+        if "layers" in opts:  # a model with fewer codes than the last one
+            opts["layers"] = min(int(opts["layers"]), edit.num_ws)
         edit.set_options(opts)
-    except DragkitError as exc:
+    except (DragkitError, TypeError, ValueError) as exc:
         log.warning("dropping options that do not fit %s: %s", edit.model, exc)
 
 
