@@ -112,7 +112,7 @@ def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float, 
         h = (cutoff / nyq) * np.sinc((cutoff / nyq) * m) * window
         return torch.as_tensor(h / h.sum(), dtype=torch.float32)
     x = (np.arange(numtaps) - (numtaps - 1) / 2) / fs
-    r = torch.as_tensor(np.hypot(*np.meshgrid(x, x)), dtype=torch.float64)
+    r = torch.as_tensor(np.hypot(*np.meshgrid(x, x)), dtype=torch.float64, device="cpu")
     arg = 2 * cutoff * math.pi * r
     safe = torch.where(r > 0, r, torch.ones_like(r))
     jinc = torch.where(r > 0, torch.special.bessel_j1(arg) / (math.pi * safe), torch.full_like(r, cutoff))
