@@ -294,3 +294,16 @@ def test_fir_resample_is_the_zero_insertion_reference():
         f2 = torch.randn(taps, taps, dtype=torch.float64)
         assert torch.allclose(fir_resample(x, f2, up=up, down=down, padding=pad, gain=up * up),
                               reference(x, f2, up, down, pad), atol=1e-10)
+
+
+def test_update_emas_tracks_the_input_magnitude():
+    G = _make(2, magnitude_ema_beta=0.9)
+    layer = G.synthesis.layer(0)
+    ws = G.ws_from_seed(1, psi=0.7)
+    before = layer.magnitude_ema.clone()
+    x_in = G.synthesis.input(ws[:, 0])
+    img_frozen = G.synthesis(ws)
+    G.synthesis(ws, update_emas=True)
+    expected = x_in.square().mean().lerp(before, 0.9)
+    assert torch.allclose(layer.magnitude_ema, expected)
+    assert not torch.equal(G.synthesis(ws), img_frozen)  # the input gain follows the average
