@@ -92,6 +92,7 @@ class SynthesisArch(_Strict):
     kernel_size: Annotated[int, Field(strict=True, ge=1, le=7)] = 3
     activation: Literal["lrelu", "linear"] = "lrelu"
     resample_filter: Optional[Annotated[list[_Finite], Field(min_length=1, max_length=8)]] = None
+    square: bool = True  # False: StyleGAN-Human's H x H/2 maps
     # NVIDIA speed switches: accepted, no effect on the maths.
     use_fp16: Optional[bool] = None
     fp16_channels_last: Optional[bool] = None
