@@ -140,7 +140,7 @@ def tf_network_state(rec: Any, source: str = "<pickle>") -> dict[str, Any]:
         if budget[0] > _MAX_STATE_NODES:
             raise CheckpointError(f"{source}: the TensorFlow network state is too large (over {_MAX_STATE_NODES:,} values)")
         if depth > 4 * _MAX_DEPTH:
-            raise CheckpointError(f"{source}: the TensorFlow network state nests too deeply ({where})")
+            raise CheckpointError(f"{source}: the TensorFlow network state nests too deeply ({where[:60]}...)")
         if v is None or isinstance(v, (bool, int, float, np.generic, np.ndarray)):
             if isinstance(v, np.ndarray) and v.dtype.kind not in "biufc":  # pragma: no cover - the unpickler refuses these
                 raise CheckpointError(f"{source}: {where} is a non-numeric array")
@@ -284,7 +284,8 @@ class _Kwargs:
 
 
 def _int(value: Any, name: str, source: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (isinstance(value, float) and not math.isfinite(value)) or int(value) != value or value < minimum:
         raise CheckpointError(f"{source}: static kwarg {name}={value!r} is not an integer >= {minimum}")
     return int(value)
 
