@@ -477,7 +477,7 @@ def test_cli_drag_mp4_video(model_file, tmp_path):
 BAD_SPECS = {
     "unknown key": ({"pointz": []}, "unknown key"),
     "unknown option": ({"options": {"r3": 1}}, "unknown option"),
-    "point outside": ({"points": [{"handle": [40, 3], "target": [4, 4]}]}, "outside the 32x32 image"),
+    "point outside": ({"points": [{"handle": [40, 3], "target": [4, 4]}]}, "outside the 32x32 (width x height) image"),
     "NaN": ("NaN", "NaN"),
     "mask size": ({"mask": "small.png"}, "16x16"),
     "no points": ({"points": []}, "points"),
