@@ -43,11 +43,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         print("no models found")
         return 0
     default = default_model_name()
-    print(f"{'name':<16} {'source':<8} {'res':>5} {'size':>9}  {'format':<11} path")
+    print(f"{'name':<16} {'source':<8} {'H x W':>9} {'size':>9}  {'format':<11} path")
     for m in models:
-        res = str(m.resolution) if m.resolution else "?"
         mark = " (default)" if m.name == default else ""
-        print(f"{m.name:<16} {m.source:<8} {res:>5} {_size(m.size_bytes):>9}  {m.format:<11} {m.path}{mark}")
+        print(f"{m.name:<16} {m.source:<8} {m.size_text:>9} {_size(m.size_bytes):>9}  {m.format:<11} {m.path}{mark}")
     return 0
 
 
@@ -64,13 +63,14 @@ _FORMATS = {
 def _cmd_info(target: str, as_json: bool = False) -> int:
     import json
 
-    from .drag.options import auto_feature_block
+    from .drag.options import auto_feature_block, auto_feature_layer
     from .formats.info import STYLEGAN3, checkpoint_info
     from .models import resolve_model
 
     info = checkpoint_info(resolve_model(target))
-    default = None
-    if info.network != STYLEGAN3:
+    if info.network == STYLEGAN3:  # the last map is ToRGB
+        default = info.feature_maps[auto_feature_layer(len(info.feature_maps) - 1)].name
+    else:
         default = f"b{auto_feature_block([m.index for m in info.feature_maps], info.height)}"
     if as_json:
         d = info.to_dict()
@@ -93,13 +93,17 @@ def _cmd_info(target: str, as_json: bool = False) -> int:
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
     if info.network == STYLEGAN3:
-        print("feature layers (map S x S, s samples per image width, margin (S - s) / 2 outside the image):")
+        print("feature layers (option feature_layer; map S x S, s samples per image width, "
+              "margin (S - s) / 2 outside the image):")
         for m in info.feature_maps:
-            note = "  (DragGAN's authors drag on this one)" if m.index == 5 else ""
+            notes = (["default for dragging"] if m.name == default else []) + \
+                (["DragGAN's authors drag on this one"] if m.index == 5 else []) + \
+                (["ToRGB, not a feature layer"] if m is info.feature_maps[-1] else [])
+            note = f"  ({'; '.join(notes)})" if notes else ""
             print(f"  {m.index:>3}  {m.name:<14} {m.height:>4} x {m.width:<4} s {m.sampling_rate:<5} "
                   f"margin {m.margin:<5g} {m.channels:>5} ch{note}")
     else:
-        print("feature blocks (block output, H x W; the drag default is marked):")
+        print("feature blocks (option feature_block; block output, H x W; the drag default is marked):")
         for m in info.feature_maps:
             note = "  (default for dragging)" if m.name == default else ""
             print(f"  {m.name:<6} {m.height:>4} x {m.width:<4} {m.channels:>5} ch{note}")
