@@ -136,6 +136,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
         if not torch.cuda.is_available() and cfg.ray is None:
             raise DragkitError("--device cuda: no CUDA device here")
+    suite.setup(G, cfg.params)  # the suite's dependencies (OpenCV, dlib) are there, before any edit runs
     sha = file_sha256(path)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

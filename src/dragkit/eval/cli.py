@@ -92,7 +92,14 @@ def run(args: argparse.Namespace) -> int:
         gpus_per_task=args.gpus_per_task, threads=args.threads, device=args.device, retries=args.retries,
         strips=args.strips, progress=not args.quiet, command=_command(args),
     )
-    report = evaluate(cfg)
+    try:
+        report = evaluate(cfg)
+    except KeyboardInterrupt:
+        import sys
+
+        print(f"dragkit: interrupted; the results so far are in {Path(args.out) / 'results.jsonl'}: run the same "
+              "command again to resume", file=sys.stderr)
+        return 130
     print(markdown_tables(suite, report))
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0

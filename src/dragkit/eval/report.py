@@ -150,7 +150,12 @@ def _plots(suite: Any, report: dict[str, Any], by: dict[tuple, list[dict]], out:
         what, vals = suite.error_values(recs)
         if vals:
             v = np.sort(np.asarray(vals, dtype=np.float64))
-            ax.step(v, np.arange(1, len(v) + 1) / len(recs), where="post", label=name, lw=1.2)
+            line = ax.step(v, np.arange(1, len(v) + 1) / len(recs), where="post", label=name, lw=1.2)[0]
+            base = suite.baseline_values(recs)
+            if base:
+                b = np.sort(np.asarray(base, dtype=np.float64))
+                ax.step(b, np.arange(1, len(b) + 1) / len(recs), where="post", ls="--", lw=0.9,
+                        color=line.get_color(), label=f"{name}: no edit")
     ax.set_xlabel(what)
     ax.set_ylabel("share of edits at or below")
     ax.set_ylim(0, 1.02)
@@ -175,7 +180,7 @@ def _plots(suite: Any, report: dict[str, Any], by: dict[tuple, list[dict]], out:
         ax.fill_between(np.arange(L), np.percentile(a, 25, axis=0), np.percentile(a, 75, axis=0), alpha=0.12)
     ax.set_xlabel("step")
     ax.set_ylabel("mean handle-target distance (px)")
-    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="upper right")
     ax.set_title(f"{report['suite']}: tracked distance vs step (median, quartiles)", fontsize=9)

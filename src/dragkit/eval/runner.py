@@ -181,7 +181,15 @@ def read_results(path: Path) -> dict[str, dict]:
 
 
 # ----------------------------------------------------------------------------
-# Backends: each yields (job, attempt, record or None, error text or None)
+# Backends: each yields (job, attempt, record or None, error text or None, retryable)
+#
+# A DragkitError raised by a job is a property of its problem (say, a model
+# whose samples the toy oracle cannot read): it is recorded at once, not
+# retried.  Anything else (a crash, a dying worker, a lost node) is retried.
+
+
+def _retryable(exc: BaseException | None) -> bool:
+    return not isinstance(exc, DragkitError)
 
 
 class _Sequential:
@@ -193,15 +201,17 @@ class _Sequential:
         self.ctx = ctx
         self._threads = torch.get_num_threads()
 
-    def run(self, queue: list[tuple[Job, int]]) -> Iterator[tuple[Job, int, dict | None, str | None]]:
+    def run(self, queue: list[tuple[Job, int]]) -> Iterator[tuple[Job, int, dict | None, str | None, bool]]:
         while queue:
             job, attempt = queue.pop(0)
             try:
-                yield job, attempt, execute(self.ctx, job.to_dict(attempt)), None
+                rec = execute(self.ctx, job.to_dict(attempt))
             except KeyboardInterrupt:
                 raise
-            except Exception as exc:  # noqa: BLE001 - every failure of a job is recorded and retried
-                yield job, attempt, None, _describe(exc)
+            except Exception as exc:  # noqa: BLE001 - every failure of a job is recorded (and maybe retried)
+                yield job, attempt, None, _describe(exc), _retryable(exc)
+            else:
+                yield job, attempt, rec, None, False
 
     def close(self) -> None:
         import torch
@@ -230,7 +240,7 @@ class _LocalPool:
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_pool_init, initargs=(self.ctx,))
 
-    def run(self, queue: list[tuple[Job, int]]) -> Iterator[tuple[Job, int, dict | None, str | None]]:
+    def run(self, queue: list[tuple[Job, int]]) -> Iterator[tuple[Job, int, dict | None, str | None, bool]]:
         from concurrent.futures import FIRST_COMPLETED, wait
         from concurrent.futures.process import BrokenProcessPool
 
@@ -253,14 +263,14 @@ class _LocalPool:
                     job, attempt = inflight.pop(fut)
                     exc = fut.exception()
                     if exc is None:
-                        yield job, attempt, fut.result(), None
+                        yield job, attempt, fut.result(), None, False
                     else:
                         broken = broken or isinstance(exc, BrokenProcessPool)
                         what = "worker process died" if isinstance(exc, BrokenProcessPool) else _describe(exc)
-                        yield job, attempt, None, what
+                        yield job, attempt, None, what, _retryable(exc)
             if broken:  # every job in flight died with the pool
                 for fut, (job, attempt) in list(inflight.items()):
-                    yield job, attempt, None, "worker process died"
+                    yield job, attempt, None, "worker process died", True
                 inflight.clear()
                 self.pool.shutdown(wait=False, cancel_futures=True)
                 self.pool = self._new_pool()
@@ -300,12 +310,13 @@ class _Ray:
         self.workers = workers or max(1, total // max(int(ctx["threads"]), 1))
         self.ctx = ctx
         self.holder = [ray.put(model_files(ctx["model"]["path"]))]
+        self.inflight: dict[Any, tuple[Job, int]] = {}
         self.task = ray.remote(_ray_execute).options(num_cpus=int(ctx["threads"]), num_gpus=gpus_per_task,
                                                      max_retries=0)
 
-    def run(self, queue: list[tuple[Job, int]]) -> Iterator[tuple[Job, int, dict | None, str | None]]:
+    def run(self, queue: list[tuple[Job, int]]) -> Iterator[tuple[Job, int, dict | None, str | None, bool]]:
         ray = self.ray
-        inflight: dict[Any, tuple[Job, int]] = {}
+        inflight = self.inflight
         while queue or inflight:
             while queue and len(inflight) < self.workers:
                 job, attempt = queue.pop(0)
@@ -314,15 +325,23 @@ class _Ray:
             for ref in done:
                 job, attempt = inflight.pop(ref)
                 try:
-                    yield job, attempt, ray.get(ref), None
+                    rec = ray.get(ref)
                 except ray.exceptions.RayTaskError as exc:
                     cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                    yield job, attempt, None, f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+                    text = str(cause).splitlines()[0] if str(cause) else ""
+                    yield job, attempt, None, f"{type(cause).__name__}: {text}", _retryable(cause)
                 except ray.exceptions.RayError as exc:
-                    yield job, attempt, None, f"{type(exc).__name__} (worker died or was lost)"
-        self._inflight = inflight
+                    yield job, attempt, None, f"{type(exc).__name__} (worker died or was lost)", True
+                else:
+                    yield job, attempt, rec, None, False
 
     def close(self) -> None:
+        for ref in list(self.inflight):  # an interrupted run: stop what is still running
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+        self.inflight.clear()
         if self.started:
             self.ray.shutdown()
 
@@ -373,10 +392,10 @@ def run_jobs(
     t0 = time.perf_counter()
     try:
         with open(path, "a", encoding="utf-8") as fh:
-            for job, attempt, rec, err in backend.run(queue):
+            for job, attempt, rec, err, retryable in backend.run(queue):
                 if rec is None:
                     errors.setdefault(job.id, []).append(err or "unknown error")
-                    if attempt < retries:
+                    if retryable and attempt < retries:
                         queue.append((job, attempt + 1))
                         if bar is not None:
                             bar.set_postfix_str(f"retrying {job.id}")

@@ -15,6 +15,8 @@ the scores per group.  Interface (each module's ``SUITE``):
 * ``aggregate(results)`` - ``(metrics, timing)`` of one group;
 * ``set_metrics(results)`` - metrics needing the whole group (e.g. Frechet distances);
 * ``columns`` - ``[(key, header, format)]`` for the tables; ``metric_docs``;
+* ``error_values(results)`` / ``baseline_values(results)`` - the plotted error, with and without the edit;
+* ``strip_points(result)`` - handles, targets and final points drawn on the strips;
 * ``paper`` - the paper's figures where the protocol matches (or None).
 """
 from __future__ import annotations

@@ -220,6 +220,10 @@ class LandmarksSuite:
         return "MD (px) of re-detected landmarks", [r["metrics"]["md"] for r in results]
 
     @staticmethod
+    def baseline_values(results: list[dict[str, Any]]) -> list[float]:
+        return [r["metrics"]["md_noedit"] for r in results]
+
+    @staticmethod
     def strip_points(result: dict[str, Any]) -> tuple[list, list, list]:
         p = result["problem"]
         return p["handles"], p["targets"], result["metrics"]["landmarks_after"]

@@ -223,6 +223,10 @@ class PairedSuite:
         return "MSE x 1e2 (result vs I2)", [r["metrics"]["mse"] for r in results]
 
     @staticmethod
+    def baseline_values(results: list[dict[str, Any]]) -> list[float]:
+        return [r["metrics"]["mse_noedit"] for r in results]
+
+    @staticmethod
     def strip_points(result: dict[str, Any]) -> tuple[list, list, list]:
         p = result["problem"]
         return p["handles"], p["targets"], result["metrics"]["final_handles"]

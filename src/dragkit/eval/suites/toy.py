@@ -295,6 +295,18 @@ class ToySuite:
         return "final oracle error (px)", [r["metrics"]["err"] for r in results if r["metrics"]["err"] is not None]
 
     @staticmethod
+    def baseline_values(results: list[dict[str, Any]]) -> list[float]:
+        """The same error with no edit: the length of each drag."""
+        out = []
+        for r in results:
+            p = r["problem"]
+            lengths = [math.dist(p["disk"]["center"], p["disk"]["target"])]
+            if p["bar"]["moved"]:
+                lengths.append(math.dist(p["bar"]["center"], p["bar"]["target"]))
+            out.append(max(lengths))
+        return out
+
+    @staticmethod
     def strip_points(result: dict[str, Any]) -> tuple[list, list, list]:
         p = result["problem"]
         return p["handles"], p["targets"], result["metrics"]["final_handles"]
