@@ -50,11 +50,16 @@ def register(sub: Any) -> None:
                                                        "dragkit,authors")
     p.add_argument("--strips", type=int, default=6, help="examples per variant and group in the before/after strips")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    from .suites.paired import PairedSuite
-    from .suites.toy import ToySuite
-
-    ToySuite.add_arguments(p)
-    PairedSuite.add_arguments(p)
+    g = p.add_argument_group("suite options (checked by each suite's params())")
+    g.add_argument("--handles", default=None, help="toy: handle counts cycled over the problems, from 1,2,3 "
+                                                   "(default 1,2,3); landmarks: counts from 1-68 (default 1,5,68)")
+    g.add_argument("--mask", choices=("both", "on", "off"), default="both",
+                   help="toy: drag each problem with and/or without the mask (default both)")
+    g.add_argument("--mask-margin", type=float, default=5.0,
+                   help="toy: flexible band = the object + this many px (at 32 px) around its path (default 5)")
+    g.add_argument("--perturb", type=float, default=0.3,
+                   help="paired: fraction of the way w1's first 6 codes move towards another sample's (default 0.3)")
+    g.add_argument("--pairs", type=int, default=32, help="paired: handle -> target pairs from the flow (default 32)")
     p.set_defaults(func=run)
 
 

@@ -94,7 +94,9 @@ def _load_model(ctx: dict[str, Any], fetch: Callable[[], dict[str, bytes]] | Non
     from ..models import load_model
     from .suites import get_suite
 
-    key = ctx["model"]["key"]
+    # one worker process may serve several runs (this process, in sequential mode): the model, the
+    # suite and its state are kept for as long as the run's model, suite and device stay the same
+    key = (ctx["model"]["key"], ctx["suite"], ctx["device"], json.dumps(ctx["params"], sort_keys=True))
     if _WORKER["key"] == key:
         return
     torch.set_num_threads(int(ctx["threads"]))

@@ -6,7 +6,7 @@ alone, so any worker can build it), runs one edit through
 the scores per group.  Interface (each module's ``SUITE``):
 
 * ``name``, ``default_model``, ``default_max_steps``;
-* ``add_arguments(parser)`` / ``params(args)`` - its command-line options;
+* ``params(args)`` - its settings from the command line's options (checked; ``SpecError``);
 * ``jobs(params, n)`` - ``[(index, condition)]``, ``condition`` a small dict;
 * ``setup(G, params)`` - per-worker state (e.g. dlib's models), once per worker;
 * ``run(G, state, params, index, condition, variant, max_steps, images)`` -

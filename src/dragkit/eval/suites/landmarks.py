@@ -120,10 +120,6 @@ class LandmarksSuite:
     }
 
     @staticmethod
-    def add_arguments(p: Any) -> None:  # --handles is shared with the toy suite
-        return None
-
-    @staticmethod
     def params(args: Any) -> dict[str, Any]:
         counts = [int(x) for x in (args.handles or "1,5,68").split(",") if x.strip()]
         if not counts or any(not 1 <= c <= 68 for c in counts):

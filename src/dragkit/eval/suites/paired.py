@@ -143,13 +143,6 @@ class PairedSuite:
     }
 
     @staticmethod
-    def add_arguments(p: Any) -> None:
-        g = p.add_argument_group("paired suite")
-        g.add_argument("--perturb", type=float, default=0.3,
-                       help="paired: fraction of the way w1's first 6 codes move towards another sample's (default 0.3)")
-        g.add_argument("--pairs", type=int, default=32, help="paired: handle -> target pairs from the flow (default 32)")
-
-    @staticmethod
     def params(args: Any) -> dict[str, Any]:
         if not (0 < args.perturb <= 1):
             raise SpecError(f"--perturb must be in (0, 1], got {args.perturb}")

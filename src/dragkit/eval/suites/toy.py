@@ -174,16 +174,6 @@ class ToySuite:
     paper = None
 
     @staticmethod
-    def add_arguments(p: Any) -> None:
-        g = p.add_argument_group("toy suite")
-        g.add_argument("--handles", default=None, help="toy: handle counts, cycled over problems (default 1,2,3); "
-                                                       "landmarks: 1,5,68")
-        g.add_argument("--mask", choices=("both", "on", "off"), default="both",
-                       help="toy: drag each problem with and/or without the mask (default both)")
-        g.add_argument("--mask-margin", type=float, default=5.0,
-                       help="toy: flexible band = object + this many px (at 32 px) around its path (default 5)")
-
-    @staticmethod
     def params(args: Any) -> dict[str, Any]:
         counts = [int(x) for x in (args.handles or "1,2,3").split(",") if x.strip()]
         if not counts or any(c not in (1, 2, 3) for c in counts):
