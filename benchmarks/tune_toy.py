@@ -7,8 +7,8 @@ The old script's options map onto the eval suite like this::
     dragkit eval toy --n 30 --handles 1 --mask on --mask-margin 5 --base r1=3 \\
         --sweep r1=6,8 --sweep lr=0.001,0.002,0.004,0.008 --out runs/sweep
 
-(``--mask off`` for the old default without a mask; ``--checkpoint``: export
-the snapshot first with ``dragkit train --resume ... --export NAME`` and pass
+(``--mask off`` for the old default without a mask; instead of ``--checkpoint``,
+pass a model file, e.g. one written by ``dragkit train --export NAME``, as
 ``--model NAME.safetensors``; ``--proxy`` scoring is gone.)
 """
 import sys
