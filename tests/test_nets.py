@@ -134,3 +134,84 @@ def test_conditional_generator_needs_c():
     assert not torch.equal(a, b)
     with pytest.raises(ValueError, match="conditional"):
         G(z, None)
+
+
+# ----------------------------------------------------------------------------
+# Windowed runs: a block's output on a box equals the full synthesis there.
+
+
+def _windowed_generator(arch: str, square: bool, seed: int) -> Generator:
+    torch.manual_seed(seed)
+    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=32, img_channels=3, mapping_kwargs={"num_layers": 2},
+                  synthesis_kwargs={"channel_base": 128, "channel_max": 8, "architecture": arch, "square": square})
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength") or (name.endswith("bias") and ".affine." not in name):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    return G.eval().requires_grad_(False)
+
+
+def _plan(syn, res, box):
+    """Boxes of every block b{res} depends on, from the network's own input_box."""
+    plan = {res: box}
+    step = syn.input_box(res, box)
+    while step is not None:
+        plan[step[0]] = step[1]
+        step = syn.input_box(*step)
+    return plan
+
+
+@pytest.mark.parametrize("square", [True, False], ids=["square", "h-by-half-h"])
+@pytest.mark.parametrize("arch", ["skip", "resnet", "orig"])
+def test_windowed_run_equals_the_full_synthesis_on_random_boxes(arch, square):
+    G = _windowed_generator(arch, square, seed=2)
+    syn = G.synthesis
+    ws = torch.randn(1, G.num_ws, G.w_dim)  # a W+ code with different rows
+    gen = torch.Generator().manual_seed(0)
+    for noise_mode in ("const", "none"):
+        _img, feats = syn.run(ws, noise_mode=noise_mode, feature_blocks=syn.block_resolutions, return_image=False)
+        for res in syn.block_resolutions:
+            h, w = syn.block_size(res)
+            boxes = [(0, 0, w, h), (w - 1, h - 1, w, h)]  # the whole map, the last pixel
+            for _ in range(6):
+                x0, y0 = int(torch.randint(0, w, (1,), generator=gen)), int(torch.randint(0, h, (1,), generator=gen))
+                x1 = int(torch.randint(x0 + 1, w + 1, (1,), generator=gen))
+                y1 = int(torch.randint(y0 + 1, h + 1, (1,), generator=gen))
+                boxes.append((x0, y0, x1, y1))
+            for box in boxes:
+                win = syn.run_window(ws, res, _plan(syn, res, box), noise_mode=noise_mode)
+                want = feats[res][:, :, box[1] : box[3], box[0] : box[2]]
+                assert win.shape == want.shape
+                assert torch.allclose(win, want, atol=1e-5), (arch, square, noise_mode, res, box)
+
+
+def test_windowed_run_gradients_equal_the_full_synthesis(G):
+    syn = G.synthesis
+    box = (3, 9, 8, 16)  # touches b16's bottom edge
+    grads = []
+    for windowed in (False, True):
+        ws = G.ws_from_seed(4, psi=0.7).clone().requires_grad_(True)
+        with torch.enable_grad():
+            if windowed:
+                f = syn.run_window(ws, 16, _plan(syn, 16, box))
+            else:
+                f = syn.run(ws, feature_blocks=[16], return_image=False)[1][16][:, :, 9:16, 3:8]
+            (f * torch.linspace(-1, 1, f.numel()).reshape(f.shape)).sum().backward()
+        grads.append(ws.grad)
+    assert grads[0].abs().max() > 0
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_windowed_run_refuses_a_plan_that_misses_what_a_block_reads(G):
+    syn = G.synthesis
+    ws = G.ws_from_seed(1)
+    plan = _plan(syn, 16, (4, 4, 8, 8))
+    x0, y0, x1, y1 = plan[8]
+    plan[8] = (x0 + 1, y0, x1, y1)  # one column short
+    with pytest.raises(ValueError, match="needs the previous block"):
+        syn.run_window(ws, 16, plan)
+    with pytest.raises(ValueError, match="not inside"):
+        syn.run_window(ws, 16, {**plan, 16: (0, 0, 17, 4)})
+    with pytest.raises(ValueError, match="const"):
+        syn.run_window(ws, 16, _plan(syn, 16, (4, 4, 8, 8)), noise_mode="random")
