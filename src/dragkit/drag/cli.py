@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     except (RuntimeError, AssertionError) as exc:  # e.g. an unavailable device
         raise DragkitError(f"cannot load model {model_name!r} on {args.device}: {exc}") from None
     H = int(G.img_resolution)
-    check_points(spec, H)
+    check_points(spec, int(getattr(G, "img_width", H)), H)
     spec.options.validate(G, num_points=len(spec.points))  # radii and work per step, before any compute
     mask = load_mask_image(spec.mask, H) if spec.mask is not None else None
     if spec.latent is not None:
