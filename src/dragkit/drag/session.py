@@ -21,6 +21,15 @@ does - makes the session with ``history=False``, so there is one undo system
 per use, never two.
 
 Everything is kept on the generator's device; the latent is float32.
+
+Why this module is long (~650 lines): the session's state - latent, points,
+mask, the drag in progress, its history - changes together (any action that
+is not a step ends the drag; history entries, :meth:`~DragSession.get_state`
+and session files share one snapshot form), so its methods stay in one
+class.  Everything that does not need that state lives elsewhere: the maths
+in :mod:`.core`, windowed features in :mod:`.features`, options and bounds in
+:mod:`.options`, points in :mod:`.points`, results in :mod:`.results`,
+encodings in :mod:`.encoding`, the file schema in :mod:`.schema`.
 """
 from __future__ import annotations
 
@@ -58,6 +67,7 @@ from .options import (  # re-exported: their home is .options
 )
 from .points import check_inside, parse_xy
 from .protocols import DragGenerator
+from .results import PointPair, StepResult  # re-exported: their home is .results
 from .schema import MAX_SESSION_BYTES, SESSION_FORMAT, SESSION_VERSION, parse_session_state
 
 __all__ = [
@@ -72,62 +82,6 @@ __all__ = [
     "SESSION_FORMAT",
     "MAX_POINTS",
 ]
-
-
-@dataclass(frozen=True)
-class PointPair:
-    """A handle and its target, ``[x, y]`` pixels."""
-
-    handle: tuple[float, float]
-    target: tuple[float, float]
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """What one call of :meth:`DragSession.step` saw (or :meth:`~DragSession.status` sees).
-
-    Attributes:
-        step: optimisation steps applied in the current drag so far.
-        points: handles tracked on the image *before* this call's update
-            (for a ``done`` result: on the final image).
-        distances: ``|handle - target|`` per point, pixels.
-        done: the drag is over (stop rule met, or the end of a ``run``).
-        stop_distance: the stop rule's distance for this drag, pixels (the
-            ``stop_distance`` option, or the paper's rule for the number of
-            points: :func:`~.core.stop_distance_for`).
-    """
-
-    step: int
-    points: list[PointPair]
-    distances: list[float]
-    done: bool
-    stop_distance: float
-
-    @property
-    def arrived(self) -> list[bool]:
-        """Per point: within the stop distance of its target (the engine's stop rule)."""
-        return [d <= self.stop_distance for d in self.distances]
-
-    @property
-    def reached(self) -> bool:
-        """Every handle has arrived (the drag stops, or would)."""
-        return all(self.arrived)
-
-    def to_json(self) -> dict[str, Any]:
-        """``step, points ([x, y] handles), targets, distances, arrived, stop_distance, done, reached``."""
-        return {
-            "step": self.step,
-            "points": [[float(p.handle[0]), float(p.handle[1])] for p in self.points],
-            "targets": [[float(p.target[0]), float(p.target[1])] for p in self.points],
-            "distances": [float(d) for d in self.distances],
-            "arrived": self.arrived,
-            "stop_distance": float(self.stop_distance),
-            "done": bool(self.done),
-            "reached": bool(self.reached),
-        }
-
-
-# ----------------------------------------------------------------------------
 
 
 @dataclass
