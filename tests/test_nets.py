@@ -6,27 +6,21 @@ import pytest
 import torch
 
 from dragkit.nets import Generator
+from support.generators import on_device, random_generator
 
 
 @pytest.fixture(scope="module")
 def G() -> Generator:
-    torch.manual_seed(0)
-    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3,
-                  mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 256, "channel_max": 16})
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith("noise_strength") or (name.endswith("bias") and ".affine." not in name):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-        G.mapping.w_avg.copy_(torch.randn(16, generator=gen))
-    return G.eval().requires_grad_(False)
+    return random_generator(32, channel_base=256, channel_max=16)
 
 
-def test_nvidia_attributes_and_output_contract(G):
+def test_nvidia_attributes_and_output_contract(G, device):
+    G = on_device(G, device)
     assert (G.z_dim, G.w_dim, G.c_dim, G.img_resolution, G.img_channels) == (16, 16, 0, 32, 3)
     assert G.num_ws == 2 * 5 - 2  # 2*log2(res) - 2
     img = G(G.z_from_seed(0), None, truncation_psi=0.7)
     assert img.shape == (1, 3, 32, 32) and img.dtype == torch.float32 and torch.isfinite(img).all()
+    assert img.device.type == device
 
 
 def test_z_from_seed_is_nvidias_numpy_draw(G):
@@ -62,8 +56,9 @@ def test_noise_modes(G):
         G.synthesis.run(ws, noise_mode="bogus")
 
 
-def test_batch_matches_single_samples(G):
+def test_batch_matches_single_samples(G, device):
     """The batched modulated conv path must render what the per-sample path renders."""
+    G = on_device(G, device)
     ws = torch.cat([G.ws_from_seed(s, psi=0.7) for s in (1, 2, 3)])
     with torch.no_grad():
         batch = G.synthesis(ws, noise_mode="const")
@@ -141,15 +136,8 @@ def test_conditional_generator_needs_c():
 
 
 def _windowed_generator(arch: str, square: bool, seed: int) -> Generator:
-    torch.manual_seed(seed)
-    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=32, img_channels=3, mapping_kwargs={"num_layers": 2},
-                  synthesis_kwargs={"channel_base": 128, "channel_max": 8, "architecture": arch, "square": square})
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith("noise_strength") or (name.endswith("bias") and ".affine." not in name):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return G.eval().requires_grad_(False)
+    return random_generator(32, z_dim=8, w_dim=8, seed=seed, channel_base=128, channel_max=8,
+                            architecture=arch, square=square)
 
 
 def _plan(syn, res, box):
@@ -164,10 +152,10 @@ def _plan(syn, res, box):
 
 @pytest.mark.parametrize("square", [True, False], ids=["square", "h-by-half-h"])
 @pytest.mark.parametrize("arch", ["skip", "resnet", "orig"])
-def test_windowed_run_equals_the_full_synthesis_on_random_boxes(arch, square):
-    G = _windowed_generator(arch, square, seed=2)
+def test_windowed_run_equals_the_full_synthesis_on_random_boxes(arch, square, device):
+    G = _windowed_generator(arch, square, seed=2).to(device)
     syn = G.synthesis
-    ws = torch.randn(1, G.num_ws, G.w_dim)  # a W+ code with different rows
+    ws = torch.randn(1, G.num_ws, G.w_dim).to(device)  # a W+ code with different rows
     gen = torch.Generator().manual_seed(0)
     for noise_mode in ("const", "none"):
         _img, feats = syn.run(ws, noise_mode=noise_mode, feature_blocks=syn.block_resolutions, return_image=False)
@@ -186,7 +174,8 @@ def test_windowed_run_equals_the_full_synthesis_on_random_boxes(arch, square):
                 assert torch.allclose(win, want, atol=1e-5), (arch, square, noise_mode, res, box)
 
 
-def test_windowed_run_gradients_equal_the_full_synthesis(G):
+def test_windowed_run_gradients_equal_the_full_synthesis(G, device):
+    G = on_device(G, device)
     syn = G.synthesis
     box = (3, 9, 8, 16)  # touches b16's bottom edge
     grads = []

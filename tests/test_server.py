@@ -22,45 +22,13 @@ from PIL import Image
 
 from fastapi.testclient import TestClient
 
-from dragkit.formats import save_native
-from dragkit.nets import Generator
 from dragkit.server.app import Limits, create_app
 from dragkit.server.compute import ComputeQueue
+from support.generators import HOME_RES
 
 pytestmark = pytest.mark.timeout(120)
 
-RES = 32
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # As `dragkit serve` does on a small machine: an oversubscribed pool is far slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def model_home(tmp_path_factory):
-    """``$DRAGKIT_HOME`` holding a tiny random 32 px generator named ``tiny``."""
-    home = tmp_path_factory.mktemp("dragkit-home")
-    torch.manual_seed(0)
-    G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=RES,
-                  mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 256, "channel_max": 32})
-    save_native(G, home / "tiny")
-    old = os.environ.get("DRAGKIT_HOME")
-    os.environ["DRAGKIT_HOME"] = str(home)
-    yield home
-    if old is None:
-        os.environ.pop("DRAGKIT_HOME", None)
-    else:
-        os.environ["DRAGKIT_HOME"] = old
-
-
-@pytest.fixture
-def sessions_dir(tmp_path):
-    return tmp_path / "sessions"
+RES = HOME_RES  # the served model, conftest's ``tiny``
 
 
 _OPEN_TABS: list = []
