@@ -109,6 +109,11 @@ class Edit:
         return int(self.G.img_resolution)
 
     @property
+    def image_size(self) -> tuple[int, int]:
+        """``(height, width)`` in pixels."""
+        return self.session.image_size
+
+    @property
     def num_ws(self) -> int:
         return int(self.G.num_ws)
 

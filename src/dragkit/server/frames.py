@@ -55,7 +55,7 @@ def state_frame(tab: "Tab", with_image: bool, re: Any = None) -> dict[str, Any]:
     msg: dict[str, Any] = {
         "type": "state",
         "session": tab.sid,
-        "model": None, "resolution": None, "num_ws": None, "seed": None, "psi": None,
+        "model": None, "resolution": None, "width": None, "height": None, "num_ws": None, "seed": None, "psi": None,
         "options": {}, "options_resolved": {}, "option_limits": {},
         "max_steps": tab.max_steps,
         "points": [], "distances": [], "arrived": [], "stop_distance": None,
@@ -71,7 +71,8 @@ def state_frame(tab: "Tab", with_image: bool, re: Any = None) -> dict[str, Any]:
         status = edit.status().to_json()
         png = mask_to_png(edit.mask())
         msg.update(
-            model=edit.model, resolution=edit.resolution, num_ws=edit.num_ws, seed=edit.seed, psi=edit.psi,
+            model=edit.model, resolution=edit.resolution, height=edit.image_size[0], width=edit.image_size[1],
+            num_ws=edit.num_ws, seed=edit.seed, psi=edit.psi,
             options=edit.options(), options_resolved=edit.resolved_options(), option_limits=edit.option_limits(),
             points=edit.points(), distances=status["distances"], arrived=status["arrived"],
             stop_distance=status["stop_distance"], mask=data_url(png) if png else None,
