@@ -49,24 +49,18 @@ def install(monkeypatch, sentinel: Path) -> StandIn:
         exec(meta["module_src"], ns)  # noqa: S102 - the hazard under test
         return ns
 
-    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    torch_utils = types.ModuleType("torch_utils")
-    persistence = types.ModuleType("torch_utils.persistence")
-    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    torch_utils.persistence = persistence
-
     class EasyDict(dict):
         pass
 
-    EasyDict.__module__ = "dnnlib.util"
-    EasyDict.__qualname__ = "EasyDict"
-    dnnlib = types.ModuleType("dnnlib")
-    util = types.ModuleType("dnnlib.util")
-    util.EasyDict = EasyDict
-    dnnlib.util = util
-    for name, mod in [("torch_utils", torch_utils), ("torch_utils.persistence", persistence), ("dnnlib", dnnlib), ("dnnlib.util", util)]:
-        monkeypatch.setitem(sys.modules, name, mod)
+    for fn, module, name in ((_reconstruct_persistent_obj, "torch_utils.persistence", "_reconstruct_persistent_obj"),
+                             (EasyDict, "dnnlib.util", "EasyDict")):
+        fn.__module__, fn.__qualname__ = module, name
+        package, sub = module.split(".")
+        top, mod = types.ModuleType(package), types.ModuleType(module)
+        setattr(mod, name, fn)
+        setattr(top, sub, mod)
+        monkeypatch.setitem(sys.modules, package, top)
+        monkeypatch.setitem(sys.modules, module, mod)
     handle.reconstruct = _reconstruct_persistent_obj
     handle.EasyDict = EasyDict
     return handle
