@@ -9,24 +9,15 @@ output image, x to the right, y down, pixel centres at integers.
 """
 from __future__ import annotations
 
-import json
 import math
 from typing import Annotated, Any
 
 import numpy as np
 from pydantic import PlainSerializer, PlainValidator
 
-from ..errors import SpecError
+from ..errors import SpecError, show_value
 
 __all__ = ["parse_xy", "check_inside", "XY"]
-
-
-def _show(value: Any) -> str:
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_xy(value: Any, what: str = "point") -> tuple[float, float]:
@@ -48,9 +39,9 @@ def parse_xy(value: Any, what: str = "point") -> tuple[float, float]:
             raise TypeError
         x, y = float(vals[0]), float(vals[1])
     except (TypeError, ValueError):
-        raise SpecError(f"{what} must be [x, y] in pixels (two finite numbers), got {_show(value)}") from None
+        raise SpecError(f"{what} must be [x, y] in pixels (two finite numbers), got {show_value(value)}") from None
     if not (math.isfinite(x) and math.isfinite(y)):
-        raise SpecError(f"{what} must be [x, y] in pixels (two finite numbers), got {_show(value)}")
+        raise SpecError(f"{what} must be [x, y] in pixels (two finite numbers), got {show_value(value)}")
     return x, y
 
 

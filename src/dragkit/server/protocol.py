@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from ..drag.options import MAX_POINTS
 from ..drag.points import XY
 from ..drag.schema import Seed
-from ..errors import DragkitError
+from ..errors import DragkitError, show_value
 
 __all__ = [
     "ProtocolError",
@@ -229,14 +229,6 @@ def parse_message(text: str, max_chars: int) -> Any:
     return validate(decode(text, max_chars))
 
 
-def _show(value: Any) -> str:
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def explain(exc: ValidationError, kind: str) -> str:
     """One line for the user from a message's validation errors (the first one, or every unknown field)."""
     errors = exc.errors(include_url=False)
@@ -248,7 +240,7 @@ def explain(exc: ValidationError, kind: str) -> str:
         return f"message {kind!r} has unknown field(s): {', '.join(extra)[:200]}"
     e = errors[0]
     where = ".".join(str(p) for p in e["loc"])
-    got = _show(e.get("input"))
+    got = show_value(e.get("input"), 40)
     t = e["type"]
     if t == "missing":
         return f"message {kind!r} needs {where!r}"
