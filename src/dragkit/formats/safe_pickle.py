@@ -20,6 +20,8 @@ naming it.  After loading, :func:`_finalize` swaps the stand-ins for real
 tensors and arrays, visiting every object once (tuples included), so the
 work is bounded by what the file holds.
 """
+# Why this module is long (~440 lines): the allow-list is a security boundary; every stand-in it
+# admits sits beside the check that keeps it inert, so it can be read (and audited) in one place.
 from __future__ import annotations
 
 import collections

@@ -27,6 +27,8 @@ activations" form (:func:`~.ops.scaled_modulated_conv2d`), whose weight is a
 constant: a drag's backward pass then needs no weight gradient.  The result
 equals the full synthesis up to float summation order (tests/test_nets.py).
 """
+# Why this module is long (~700 lines): one architecture mirroring NVIDIA's networks_stylegan2.py
+# (state dicts map name by name), plus the windowed run, which must live beside the layers it re-uses.
 from __future__ import annotations
 
 import math
