@@ -31,6 +31,7 @@ _SUBCOMMAND_MODULES = (
     "dragkit.train.cli",  # train
     "dragkit.drag.cli",  # drag
     "dragkit.server.cli",  # serve
+    "dragkit.eval.cli",  # eval
 )
 
 

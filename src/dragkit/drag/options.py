@@ -316,6 +316,13 @@ class DragOptions:
                     "use fewer points or smaller radii"
                 )
 
+    def stop_distance_at(self, num_points: int) -> float:
+        """The stop rule's distance in pixels for a drag of ``num_points`` pairs: the
+        ``stop_distance`` option, else the paper's rule (:func:`~.core.stop_distance_for`)."""
+        from .core import stop_distance_for
+
+        return float(self.stop_distance) if self.stop_distance is not None else stop_distance_for(num_points)
+
     def resolved(self, G: Any) -> "DragOptions":
         """A copy with every None default replaced by its value for ``G`` (validated)."""
         self.validate(G)

@@ -51,7 +51,6 @@ from .core import (
     motion_supervision_loss,
     needed_feature_box,
     sample_features,
-    stop_distance_for,
     track_points,
 )
 from .encoding import b64_chars, decode_mask, decode_tensor, encode_mask, encode_tensor, mask_fits
@@ -207,7 +206,7 @@ class DragSession:
         """The stop rule's distance in pixels for the current points and options
         (the drag in progress's, if any): every handle within it of its target ends a drag."""
         opts = self._drag.opts if self._drag is not None else self.options
-        return float(opts.stop_distance) if opts.stop_distance is not None else stop_distance_for(len(self._points))
+        return opts.stop_distance_at(len(self._points))
 
     @property
     def mask(self) -> np.ndarray | None:
