@@ -186,7 +186,7 @@ def test_windowed_run_gradients_equal_the_full_synthesis(G, device):
                 f = syn.run_window(ws, 16, _plan(syn, 16, box))
             else:
                 f = syn.run(ws, feature_blocks=[16], return_image=False)[1][16][:, :, 9:16, 3:8]
-            (f * torch.linspace(-1, 1, f.numel()).reshape(f.shape)).sum().backward()
+            (f * torch.linspace(-1, 1, f.numel(), device=f.device).reshape(f.shape)).sum().backward()
         grads.append(ws.grad)
     assert grads[0].abs().max() > 0
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
