@@ -395,6 +395,39 @@ def test_move_and_remove_points_then_reload_keeps_the_edit(page):
     assert page.evaluate("window.dragkit.state.points") == st["points"]
 
 
+def test_arrived_display_follows_the_engines_stop_rule(page):
+    """A pair shows "ok" exactly when the engine says it has arrived, at the engine's stop distance
+    (the paper's 1 px for a few points, or the option), not at a distance the page picks."""
+    st = new_image(page, 2)
+    R = st["resolution"]
+    y = round(R * 0.3)
+    pairs = [((10, y), (12, y)), ((20, y + 10), (23, y + 10))]  # 2 px and 3 px from their targets
+    for handle, target in pairs:
+        click_at(page, handle)
+        click_at(page, target)
+    wait_state(page, f"s.points.length === {len(pairs)}")
+
+    def shown() -> list[tuple[bool, str, str]]:
+        return page.evaluate("""() => [...document.querySelectorAll('#points li .d')].map(
+            (d) => [d.classList.contains('ok'), d.textContent, d.title])""")
+
+    def set_stop(value: str, want: float | None) -> dict:
+        page.fill("#opt-stop", value)
+        page.press("#opt-stop", "Enter")
+        return wait_state(page, f"s.stop_distance === {want if want is not None else 's.stop_distance'}"
+                                f" && s.options.stop_distance === {want if value else 'null'}")
+
+    for value, stop, arrived in [("", 1.0, [False, False]), ("2.5", 2.5, [True, False]),
+                                 ("3.5", 3.5, [True, True]), ("", 1.0, [False, False])]:
+        st = set_stop(value, stop if value else None)
+        assert st["stop_distance"] == stop and st["arrived"] == arrived, st
+        assert [round(d, 6) for d in st["distances"]] == [2.0, 3.0]
+        page.wait_for_function(f"() => [...document.querySelectorAll('#points li .d')].map("
+                               f"(d) => d.classList.contains('ok')).join() === '{','.join(str(a).lower() for a in arrived)}'")
+        for (ok, text, title), a, d in zip(shown(), arrived, st["distances"]):
+            assert ok == a and text == f"{d:.1f} px" and title == f"stops within {stop:g} px"
+
+
 def test_restarted_server_reopens_the_edit_in_the_open_tab(browser, server, tmp_path):
     import socket
 

@@ -18,7 +18,8 @@ from PIL import Image
 from dragkit.formats import save_native
 from dragkit.utils import atomic_path, atomic_write_bytes, tensor_to_uint8
 
-from test_formats import hostile_payloads, make_generator, nvidia_modules, nvidia_snapshot, write_pickle  # noqa: F401
+from support.generators import make_generator
+from support.nvidia import hostile_payloads, nvidia_snapshot, write_pickle
 
 
 def dragkit(*args: str, home: Path) -> subprocess.CompletedProcess:

@@ -27,28 +27,8 @@ from dragkit.drag import (
 from dragkit.drag.session import DragOptions, DragSession, PointPair, StepResult
 from dragkit.errors import DragkitError, SpecError
 from dragkit.nets import Generator
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Drag steps are small; on a shared 2-core box extra threads only spin.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def tiny_generator(res: int = 32, arch: str = "skip", seed: int = 0) -> Generator:
-    torch.manual_seed(seed)
-    G = Generator(32, 0, 32, res, channel_base=16 * res, channel_max=32, architecture=arch,
-                  mapping_kwargs=dict(num_layers=2)).eval()
-    with torch.no_grad():
-        for n, p in G.named_parameters():
-            if n.endswith("noise_strength"):
-                p.fill_(0.2)  # make the (const) noise matter, so cropping it wrongly would show
-    for p in G.parameters():
-        p.requires_grad_(False)
-    return G
+from support.generators import drag_generator as tiny_generator
+from support.generators import on_device
 
 
 @pytest.fixture(scope="module")
@@ -197,8 +177,8 @@ def test_tracking_finds_the_reference_feature(norm):
 
 
 @pytest.mark.parametrize("arch", ["skip", "resnet", "orig"])
-def test_block_features_on_a_window_equal_the_full_synthesis(arch):
-    G = tiny_generator(32, arch)
+def test_block_features_on_a_window_equal_the_full_synthesis(arch, device):
+    G = tiny_generator(32, arch).to(device)
     ws = G.ws_from_seed(5, psi=0.7)
     for res in (8, 16, 32):
         _, feats = G.synthesis.run(ws, feature_blocks=[res], return_image=False)
@@ -228,11 +208,12 @@ def test_block_features_on_random_windows_are_exact():
                 assert torch.allclose(crop, full[:, :, y0:y1, x0:x1], atol=1e-5), (arch, res, (x0, y0, x1, y1))
 
 
-def test_windowed_step_gives_the_same_gradient_as_the_full_map(G32):
+def test_windowed_step_gives_the_same_gradient_as_the_full_map(G32, device):
+    G32 = on_device(G32, device)
     ws = G32.ws_from_seed(1, psi=0.7).requires_grad_(True)
     H, res = 32, 16
-    h = torch.tensor([[12.0, 14.0]], dtype=torch.float64)
-    t = torch.tensor([[20.0, 16.0]], dtype=torch.float64)
+    h = torch.tensor([[12.0, 14.0]], dtype=torch.float64, device=device)
+    t = torch.tensor([[20.0, 16.0]], dtype=torch.float64, device=device)
     box = needed_feature_box(h, 3.0, 6, H, res)
     assert (box[2] - box[0]) * (box[3] - box[1]) < res * res
     crop, origin = block_features(G32, ws, res, box)
@@ -251,8 +232,8 @@ def session(G, **opts) -> DragSession:
     return DragSession(G, seed=3, psi=0.7, options=DragOptions(**opts))
 
 
-def test_step_run_and_results(G32):
-    s = session(G32)
+def test_step_run_and_results(G32, device):
+    s = session(on_device(G32, device))
     s.add_point(handle=(12, 14), target=(19, 15))
     results = list(s.run(max_steps=15))
     assert all(isinstance(r, StepResult) for r in results)
@@ -318,7 +299,9 @@ def test_unset_options_resolve_to_the_measured_small_model_defaults_and_the_pape
         DragOptions(lambda_mask=-1.0).validate()
 
 
-def test_mask_keeps_the_fixed_region(G32):
+def test_mask_keeps_the_fixed_region(G32, device):
+    G32 = on_device(G32, device)
+
     def drag(mask):
         s = session(G32, lambda_mask=50.0)
         s.add_point(handle=(8, 8), target=(14, 10))
@@ -333,7 +316,7 @@ def test_mask_keeps_the_fixed_region(G32):
     free, _ = drag(None)
     kept, s = drag(m)
     assert s.mask is not None and s.mask.sum() == m.sum()
-    outside = torch.from_numpy(~m)
+    outside = torch.from_numpy(~m).to(device)
     change_free = (free - img0).abs()[0].mean(0)[outside].mean()
     change_kept = (kept - img0).abs()[0].mean(0)[outside].mean()
     assert change_kept < 0.5 * change_free

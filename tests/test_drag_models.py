@@ -138,7 +138,7 @@ def test_a_point_outside_the_w_x_h_image_is_one_clear_error_and_changes_nothing(
     for bad in [(16, 5), (3, 32), (-1, 4)]:
         with pytest.raises(SpecError) as e:
             s.add_point((4, 4), bad)
-        assert str(e.value) == f"target {[float(bad[0]), float(bad[1])]} lies outside the 16x32 (width x height) " \
+        assert str(e.value) == f"target [{bad[0]}, {bad[1]}] lies outside the 16x32 (width x height) " \
                                "image (x 0..15, y 0..31)"
         with pytest.raises(SpecError, match="outside the 16x32"):
             s.move_point(0, handle=bad)
@@ -147,9 +147,9 @@ def test_a_point_outside_the_w_x_h_image_is_one_clear_error_and_changes_nothing(
 
 def test_masks_are_h_x_w(GH):
     s = DragSession(GH, seed=0)
-    with pytest.raises(SpecError, match=r"mask must be 32x16 \(H x W, the image size\), got 32x32"):
+    with pytest.raises(SpecError, match=r"mask must be 16x32 \(width x height, the image size\), got 32x32"):
         s.set_mask(np.ones((32, 32), bool))
-    with pytest.raises(SpecError, match="got 16x32"):
+    with pytest.raises(SpecError, match="got 32x16"):  # transposed: 32 wide, 16 high
         s.set_mask(np.ones((16, 32), bool))
     assert s.mask is None
     m = np.zeros((32, 16), bool)
@@ -318,9 +318,9 @@ def test_server_mask_png_is_checked_against_h_x_w(GH):
 
 
 def test_server_warm_up_drags_inside_a_non_square_image(GH, G3, caplog):
-    from dragkit.server.sessions import _warm_up
+    from dragkit.server.engine import warm_up
 
     with caplog.at_level(logging.WARNING, logger="dragkit.server"):
-        _warm_up(GH)
-        _warm_up(G3)
+        warm_up(GH)
+        warm_up(G3)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text

@@ -19,32 +19,16 @@ import pytest
 import torch
 
 from dragkit.drag.session import DragSession
-from dragkit.errors import ModelNotFoundError
 
 toy = pytest.importorskip("dragkit.train.toy")  # the world itself is part of dragkit; never skipped in practice
 
 MAX_STEPS = 200
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
-def G():
-    from dragkit import load_model
-
-    try:
-        G = load_model("toy")
-    except ModelNotFoundError as exc:
-        pytest.fail(f"the bundled toy model is missing, so the drag engine has no ground truth: {exc}")
-    for p in G.parameters():
-        p.requires_grad_(False)
-    return G
+def G(toy):
+    """The bundled ``toy`` model (conftest's ``toy``; this module's ``toy`` name is the toy world)."""
+    return toy
 
 
 _SCENES: dict[int, list] = {}

@@ -1,21 +1,16 @@
 """Checkpoint formats: NVIDIA pickles (safely), rosinality .pt, native safetensors.
 
-NVIDIA-layout pickles are built here, in the test: a stand-in
-``torch_utils.persistence`` module (registered in ``sys.modules`` for the
-test only) whose objects reduce exactly as NVIDIA's persistent classes do -
-``(_reconstruct_persistent_obj, (meta,))`` with ``meta = dict(type='class',
-version=6, module_src=..., class_name=..., state=__dict__)`` and nested
-persistent submodules.  The embedded ``module_src`` writes a sentinel file
-when executed, so a loader that ran it would be caught.
+NVIDIA-layout pickles are built in the tests (``support/nvidia.py``): stand-in
+``torch_utils.persistence`` and ``dnnlib`` modules (registered in
+``sys.modules`` for one test by the ``nvidia_modules`` fixture) whose objects
+reduce exactly as NVIDIA's persistent classes do; their embedded
+``module_src`` writes a sentinel file when executed, so a loader that ran it
+would be caught.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import pickle
-import sys
-import types
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -27,22 +22,11 @@ from dragkit.formats import load_checkpoint, load_native, save_native
 from dragkit.formats.nvidia_pkl import infer_init_kwargs, load_nvidia_pkl
 from dragkit.formats.rosinality import load_rosinality
 from dragkit.nets import Generator
+from support.generators import make_generator
+from support.nvidia import hostile_payloads, nvidia_snapshot, pickle_global, write_pickle
 
 TINY = dict(z_dim=16, w_dim=16, img_resolution=16, img_channels=3)
 TINY_SYN = dict(channel_base=128, channel_max=16)  # 16, 16, 16, 8 channels at 4..16 px
-
-
-def make_generator(seed: int = 0, c_dim: int = 0, num_layers: int = 2, **syn) -> Generator:
-    """A tiny generator whose zero-initialised tensors get random values too."""
-    torch.manual_seed(seed)
-    G = Generator(c_dim=c_dim, **TINY, mapping_kwargs={"num_layers": num_layers}, synthesis_kwargs={**TINY_SYN, **syn})
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith("noise_strength") or (name.endswith("bias") and ".affine." not in name):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-        G.mapping.w_avg.copy_(torch.randn(G.w_dim, generator=gen))
-    return G.eval().requires_grad_(False)
 
 
 def render(G: Generator, seed: int = 3, psi: float = 0.7) -> torch.Tensor:
@@ -52,114 +36,6 @@ def render(G: Generator, seed: int = 3, psi: float = 0.7) -> torch.Tensor:
         c[0, 1] = 1
     with torch.no_grad():
         return G(z, c, truncation_psi=psi, noise_mode="const")
-
-
-# --------------------------------------------------------------------------
-# NVIDIA pickle layout, built in the test
-
-
-class StandIn:
-    """Handles on the stand-in NVIDIA modules registered for one test."""
-
-    def __init__(self, sentinel: Path) -> None:
-        self.sentinel = sentinel
-        self.reconstruct_calls = 0
-        # NVIDIA's loader execs this text; a safe loader must never do so.
-        self.module_src = (
-            "# networks.py as embedded by torch_utils.persistence\n"
-            f"open({str(sentinel)!r}, 'w').write('module_src was executed')\n"
-            "class Generator: pass\n"
-        )
-
-
-@pytest.fixture
-def nvidia_modules(monkeypatch, tmp_path):
-    """Register stand-in ``torch_utils.persistence`` and ``dnnlib`` modules."""
-    handle = StandIn(tmp_path / "SENTINEL_module_src")
-
-    def _reconstruct_persistent_obj(meta):  # what NVIDIA's does: exec module_src
-        handle.reconstruct_calls += 1
-        ns: dict = {}
-        exec(meta["module_src"], ns)  # noqa: S102 - the hazard under test
-        return ns
-
-    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    torch_utils = types.ModuleType("torch_utils")
-    persistence = types.ModuleType("torch_utils.persistence")
-    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    torch_utils.persistence = persistence
-
-    class EasyDict(dict):
-        pass
-
-    EasyDict.__module__ = "dnnlib.util"
-    EasyDict.__qualname__ = "EasyDict"
-    dnnlib = types.ModuleType("dnnlib")
-    util = types.ModuleType("dnnlib.util")
-    util.EasyDict = EasyDict
-    dnnlib.util = util
-    for name, mod in [("torch_utils", torch_utils), ("torch_utils.persistence", persistence), ("dnnlib", dnnlib), ("dnnlib.util", util)]:
-        monkeypatch.setitem(sys.modules, name, mod)
-    handle.reconstruct = _reconstruct_persistent_obj
-    handle.EasyDict = EasyDict
-    return handle
-
-
-class Persistent:
-    """Reduces like an object of an NVIDIA ``@persistent_class``."""
-
-    def __init__(self, reconstruct, module_src: str, class_name: str, state: dict) -> None:
-        self.reconstruct, self.module_src, self.class_name, self.state = reconstruct, module_src, class_name, state
-
-    def __reduce__(self):
-        meta = dict(type="class", version=6, module_src=self.module_src, class_name=self.class_name, state=self.state)
-        return (self.reconstruct, (meta,))
-
-
-def persist(nv: StandIn, module: torch.nn.Module, init_kwargs: dict | None = None, class_name: str | None = None) -> Persistent:
-    """NVIDIA's reduction of a module: its ``__dict__`` with persistent submodules."""
-    state = dict(module.__dict__)
-    state["_modules"] = {k: persist(nv, m) for k, m in module._modules.items()}
-    state["_parameters"] = OrderedDict(module._parameters)
-    state["_init_args"] = ()
-    state["_init_kwargs"] = init_kwargs if init_kwargs is not None else {}
-    for k, v in list(state.items()):  # NVIDIA stores gains as numpy floats (np.sqrt)
-        if k.endswith("_gain") and isinstance(v, float):
-            state[k] = np.float64(v)
-    state.pop("init_kwargs", None)
-    return Persistent(nv.reconstruct, nv.module_src, class_name or type(module).__name__, state)
-
-
-def nvidia_snapshot(nv: StandIn, G: Generator, layout: str = "ada", init_kwargs: dict | None = None) -> dict:
-    """A training snapshot dict as stylegan2-ada-pytorch / stylegan3 write it."""
-    ik = G.init_kwargs
-    if init_kwargs is None:
-        mk = nv.EasyDict(ik["mapping_kwargs"])
-        sk = nv.EasyDict(ik["synthesis_kwargs"], num_fp16_res=2, conv_clamp=ik["synthesis_kwargs"].get("conv_clamp"))
-        base = {k: ik[k] for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")}
-        if layout == "ada":
-            init_kwargs = dict(base, mapping_kwargs=mk, synthesis_kwargs=sk)
-        else:  # stylegan3 code base: synthesis kwargs passed flat
-            init_kwargs = dict(base, mapping_kwargs=mk, **sk, fused_modconv_default="inference_only")
-    D = torch.nn.Module()
-    D.fc = torch.nn.Module()
-    D.fc.weight = torch.nn.Parameter(torch.randn(4, 4))
-    augment = torch.nn.Module()
-    augment.register_buffer("p", torch.zeros([]))
-    return dict(
-        G=persist(nv, copy.deepcopy(G).train(), init_kwargs),
-        D=persist(nv, D, {"c_dim": G.c_dim, "img_resolution": G.img_resolution}, class_name="Discriminator"),
-        G_ema=persist(nv, G, init_kwargs),
-        augment_pipe=persist(nv, augment, {"xflip": 1}, class_name="AugmentPipe"),
-        training_set_kwargs=nv.EasyDict(class_name="training.dataset.ImageFolderDataset", path="/data/x.zip", use_labels=bool(G.c_dim)),
-        progress=dict(cur_nimg=np.int64(1000), batch_size=32),
-    )
-
-
-def write_pickle(path: Path, obj) -> Path:
-    path.write_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
-    return path
 
 
 @pytest.mark.parametrize(
@@ -237,23 +113,6 @@ def test_nvidia_pickle_without_generator(nvidia_modules, tmp_path):
 # -- hostile and broken pickles ----------------------------------------------
 
 
-def _global(module: str, name: str) -> bytes:
-    return f"c{module}\n{name}\n".encode()
-
-
-def hostile_payloads(sentinel: Path) -> dict[str, bytes]:
-    """Hand-made pickles (protocol 0 opcodes) that would create ``sentinel``."""
-    s = str(sentinel)
-    cmd = f"touch {s}".encode()
-    code = f"open({s!r}, 'w').write('x')".encode()
-    return {
-        "os.system": b"(dp0\nS'G_ema'\n" + _global("os", "system") + b"(S'" + cmd + b"'\ntRs.",
-        "builtins.eval": _global("builtins", "eval") + b"(S\"" + code + b"\"\ntR.",
-        "subprocess.Popen": _global("subprocess", "Popen") + b"((S'touch'\nS'" + s.encode() + b"'\nltR.",
-        "builtins.exec (nested in a dict)": b"(dp0\nS'a'\n(lp1\n" + _global("builtins", "exec") + b"(S\"" + code + b"\"\ntRas.",
-    }
-
-
 @pytest.mark.parametrize("name", ["os.system", "builtins.eval", "subprocess.Popen", "builtins.exec (nested in a dict)"])
 def test_hostile_globals_are_refused_and_run_nothing(tmp_path, name):
     sentinel = tmp_path / "SENTINEL"
@@ -320,7 +179,7 @@ def test_broken_pickles_give_one_clear_error(nvidia_modules, tmp_path, kind):
 def test_tensorflow_network_without_its_state_is_refused(tmp_path):
     """``Network()`` called with no BUILD after it: a TF network with nothing recorded (tests/test_formats_models.py has real ones)."""
     path = tmp_path / "tf.pkl"
-    path.write_bytes(b"(dp0\nS'G'\n" + _global("dnnlib.tflib.network", "Network") + b")Rs.")
+    path.write_bytes(b"(dp0\nS'G'\n" + pickle_global("dnnlib.tflib.network", "Network") + b")Rs.")
     with pytest.raises(CheckpointError, match="malformed TensorFlow network"):
         load_checkpoint(path)
 

@@ -6,27 +6,21 @@ import pytest
 import torch
 
 from dragkit.nets import Generator
+from support.generators import on_device, random_generator
 
 
 @pytest.fixture(scope="module")
 def G() -> Generator:
-    torch.manual_seed(0)
-    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3,
-                  mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 256, "channel_max": 16})
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith("noise_strength") or (name.endswith("bias") and ".affine." not in name):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-        G.mapping.w_avg.copy_(torch.randn(16, generator=gen))
-    return G.eval().requires_grad_(False)
+    return random_generator(32, channel_base=256, channel_max=16)
 
 
-def test_nvidia_attributes_and_output_contract(G):
+def test_nvidia_attributes_and_output_contract(G, device):
+    G = on_device(G, device)
     assert (G.z_dim, G.w_dim, G.c_dim, G.img_resolution, G.img_channels) == (16, 16, 0, 32, 3)
     assert G.num_ws == 2 * 5 - 2  # 2*log2(res) - 2
     img = G(G.z_from_seed(0), None, truncation_psi=0.7)
     assert img.shape == (1, 3, 32, 32) and img.dtype == torch.float32 and torch.isfinite(img).all()
+    assert img.device.type == device
 
 
 def test_z_from_seed_is_nvidias_numpy_draw(G):
@@ -62,8 +56,9 @@ def test_noise_modes(G):
         G.synthesis.run(ws, noise_mode="bogus")
 
 
-def test_batch_matches_single_samples(G):
+def test_batch_matches_single_samples(G, device):
     """The batched modulated conv path must render what the per-sample path renders."""
+    G = on_device(G, device)
     ws = torch.cat([G.ws_from_seed(s, psi=0.7) for s in (1, 2, 3)])
     with torch.no_grad():
         batch = G.synthesis(ws, noise_mode="const")
@@ -134,3 +129,78 @@ def test_conditional_generator_needs_c():
     assert not torch.equal(a, b)
     with pytest.raises(ValueError, match="conditional"):
         G(z, None)
+
+
+# ----------------------------------------------------------------------------
+# Windowed runs: a block's output on a box equals the full synthesis there.
+
+
+def _windowed_generator(arch: str, square: bool, seed: int) -> Generator:
+    return random_generator(32, z_dim=8, w_dim=8, seed=seed, channel_base=128, channel_max=8,
+                            architecture=arch, square=square)
+
+
+def _plan(syn, res, box):
+    """Boxes of every block b{res} depends on, from the network's own input_box."""
+    plan = {res: box}
+    step = syn.input_box(res, box)
+    while step is not None:
+        plan[step[0]] = step[1]
+        step = syn.input_box(*step)
+    return plan
+
+
+@pytest.mark.parametrize("square", [True, False], ids=["square", "h-by-half-h"])
+@pytest.mark.parametrize("arch", ["skip", "resnet", "orig"])
+def test_windowed_run_equals_the_full_synthesis_on_random_boxes(arch, square, device):
+    G = _windowed_generator(arch, square, seed=2).to(device)
+    syn = G.synthesis
+    ws = torch.randn(1, G.num_ws, G.w_dim).to(device)  # a W+ code with different rows
+    gen = torch.Generator().manual_seed(0)
+    for noise_mode in ("const", "none"):
+        _img, feats = syn.run(ws, noise_mode=noise_mode, feature_blocks=syn.block_resolutions, return_image=False)
+        for res in syn.block_resolutions:
+            h, w = syn.block_size(res)
+            boxes = [(0, 0, w, h), (w - 1, h - 1, w, h)]  # the whole map, the last pixel
+            for _ in range(6):
+                x0, y0 = int(torch.randint(0, w, (1,), generator=gen)), int(torch.randint(0, h, (1,), generator=gen))
+                x1 = int(torch.randint(x0 + 1, w + 1, (1,), generator=gen))
+                y1 = int(torch.randint(y0 + 1, h + 1, (1,), generator=gen))
+                boxes.append((x0, y0, x1, y1))
+            for box in boxes:
+                win = syn.run_window(ws, res, _plan(syn, res, box), noise_mode=noise_mode)
+                want = feats[res][:, :, box[1] : box[3], box[0] : box[2]]
+                assert win.shape == want.shape
+                assert torch.allclose(win, want, atol=1e-5), (arch, square, noise_mode, res, box)
+
+
+def test_windowed_run_gradients_equal_the_full_synthesis(G, device):
+    G = on_device(G, device)
+    syn = G.synthesis
+    box = (3, 9, 8, 16)  # touches b16's bottom edge
+    grads = []
+    for windowed in (False, True):
+        ws = G.ws_from_seed(4, psi=0.7).clone().requires_grad_(True)
+        with torch.enable_grad():
+            if windowed:
+                f = syn.run_window(ws, 16, _plan(syn, 16, box))
+            else:
+                f = syn.run(ws, feature_blocks=[16], return_image=False)[1][16][:, :, 9:16, 3:8]
+            (f * torch.linspace(-1, 1, f.numel(), device=f.device).reshape(f.shape)).sum().backward()
+        grads.append(ws.grad)
+    assert grads[0].abs().max() > 0
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_windowed_run_refuses_a_plan_that_misses_what_a_block_reads(G):
+    syn = G.synthesis
+    ws = G.ws_from_seed(1)
+    plan = _plan(syn, 16, (4, 4, 8, 8))
+    x0, y0, x1, y1 = plan[8]
+    plan[8] = (x0 + 1, y0, x1, y1)  # one column short
+    with pytest.raises(ValueError, match="needs the previous block"):
+        syn.run_window(ws, 16, plan)
+    with pytest.raises(ValueError, match="not inside"):
+        syn.run_window(ws, 16, {**plan, 16: (0, 0, 17, 4)})
+    with pytest.raises(ValueError, match="const"):
+        syn.run_window(ws, 16, _plan(syn, 16, (4, 4, 8, 8)), noise_mode="random")

@@ -22,45 +22,13 @@ from PIL import Image
 
 from fastapi.testclient import TestClient
 
-from dragkit.formats import save_native
-from dragkit.nets import Generator
 from dragkit.server.app import Limits, create_app
 from dragkit.server.compute import ComputeQueue
+from support.generators import HOME_RES
 
 pytestmark = pytest.mark.timeout(120)
 
-RES = 32
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # As `dragkit serve` does on a small machine: an oversubscribed pool is far slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def model_home(tmp_path_factory):
-    """``$DRAGKIT_HOME`` holding a tiny random 32 px generator named ``tiny``."""
-    home = tmp_path_factory.mktemp("dragkit-home")
-    torch.manual_seed(0)
-    G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=RES,
-                  mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 256, "channel_max": 32})
-    save_native(G, home / "tiny")
-    old = os.environ.get("DRAGKIT_HOME")
-    os.environ["DRAGKIT_HOME"] = str(home)
-    yield home
-    if old is None:
-        os.environ.pop("DRAGKIT_HOME", None)
-    else:
-        os.environ["DRAGKIT_HOME"] = old
-
-
-@pytest.fixture
-def sessions_dir(tmp_path):
-    return tmp_path / "sessions"
+RES = HOME_RES  # the served model, conftest's ``tiny``
 
 
 _OPEN_TABS: list = []
@@ -184,8 +152,20 @@ def test_page_and_static_files_are_served(client):
     assert r.status_code == 200 and "dragkit" in r.text and "static/app.js" in r.text
     for path in ("/static/app.js", "/static/app.css"):
         assert client.get(path).status_code == 200
-    js = client.get("/static/app.js").text
-    assert "http://" not in js and "https://" not in js  # nothing fetched from elsewhere
+    # The page's ES modules: each one served, none fetching from elsewhere, and no import of a
+    # module that is not served (no build step).
+    import re
+
+    static = Path(__file__).resolve().parents[1] / "src" / "dragkit" / "server" / "static"
+    modules = sorted(p.name for p in static.glob("*.js"))
+    assert {"app.js", "state.js", "socket.js", "draw.js", "controls.js"} <= set(modules)
+    for name in modules:
+        r = client.get(f"/static/{name}")
+        assert r.status_code == 200 and "javascript" in r.headers["content-type"], name
+        js = r.text
+        assert "http://" not in js and "https://" not in js, name  # nothing fetched from elsewhere
+        for imported in re.findall(r'from "\./([a-z]+\.js)"', js):
+            assert imported in modules, (name, imported)
     assert client.get("/api/health").json()["ok"] is True
     names = [m["name"] for m in client.get("/api/models").json()["models"]]
     assert "tiny" in names
@@ -315,6 +295,85 @@ def test_bad_message_gets_error_frame_and_tab_keeps_working(client, raw, expect)
     assert st["points"] == before["points"] and st["can_undo"] == before["can_undo"]
     st = tab.do(type="add_point", handle=[3, 3], target=[9, 9])
     assert len(st["points"]) == 1
+    close_tab(tab)
+
+
+def _documented_message_types() -> set[str]:
+    """The client messages docs/app.md's table lists (first column)."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "app.md").read_text()
+    table = text.split("Client to server", 1)[1].split("Server to client", 1)[0]
+    return {t for row in re.findall(r"^\| (`[a-z_]+`(?:, `[a-z_]+`)*) \|", table, re.M) for t in re.findall(r"[a-z_]+", row)}
+
+
+def test_every_client_message_type_has_a_schema_and_a_handler():
+    from dragkit.server import protocol
+    from dragkit.server.handlers import HANDLERS
+
+    types = set(protocol.MESSAGE_TYPES)
+    assert len(types) == len(protocol.MESSAGES) == 16
+    assert set(HANDLERS) == types  # nothing handled without a schema, no schema without a handler
+    assert _documented_message_types() == types
+    for model in protocol.MESSAGES:
+        assert model.model_config.get("extra") == "forbid", model
+
+
+#: The required fields of the messages that have some, well-formed.
+REQUIRED = {"add_point": {"handle": [1, 2], "target": [3, 4]}, "move_point": {"index": 0, "target": [3, 4]},
+            "remove_point": {"index": 0}, "set_mask": {"mask": None}, "open": {"data": "{}"}}
+
+
+def _malformed(kind: str) -> list[tuple[dict, str]]:
+    """Messages of type ``kind`` that break its schema, each with the word the error must name:
+    an unknown field, and every field of the schema given a value of no allowed type."""
+    from dragkit.server import protocol
+
+    model = next(m for m in protocol.MESSAGES if m.model_fields["type"].annotation.__args__[0] == kind)
+    valid = {"type": kind, **REQUIRED.get(kind, {})}
+    model.model_validate(valid)  # the base is well-formed: only the broken field is at fault
+    out = [({**valid, "zzz": 1}, "zzz")]
+    for name in model.model_fields:
+        if name not in ("type", "id"):
+            out.append(({**valid, name: [[]]}, name))
+    return out
+
+
+def _one_error_then_quiet(tab: Tab, raw: dict) -> dict:
+    """Send ``raw``; the error frame that answers it, checking no other frame answers it too."""
+    i = tab.send(**raw)
+    err = tab.until("error")
+    assert err.get("re") == i and err["code"] == "bad_request", err
+    j = tab.send(type="ping")
+    between = []
+    while True:
+        m = tab.recv()
+        if m["type"] == "pong" and m.get("re") == j:
+            break
+        between.append(m)
+    assert not [m for m in between if m.get("re") == i], f"a refused message was answered twice: {between}"
+    return err
+
+
+def test_malformed_messages_of_every_type_get_one_error_frame_from_their_schema(client):
+    from dragkit.server import protocol
+
+    tab = open_tab(client, seed=2)
+    tab.do(type="add_point", handle=[5, 5], target=[9, 7])
+    before = tab.do(type="state")
+    keep = {k: before[k] for k in ("session", "seed", "psi", "points", "options", "max_steps", "image_rev",
+                                   "can_undo", "can_redo", "mask")}
+    checked = set()
+    for kind in protocol.MESSAGE_TYPES:
+        for raw, word in _malformed(kind):
+            err = _one_error_then_quiet(tab, raw)
+            assert word in err["message"], (raw, err)
+            assert "\n" not in err["message"] and len(err["message"]) < 300, err
+            checked.add(kind)
+    assert checked == set(protocol.MESSAGE_TYPES)
+    after = tab.do(type="state")
+    assert {k: after[k] for k in keep} == keep  # the session is intact
+    assert len(tab.do(type="add_point", handle=[3, 3], target=[9, 9])["points"]) == 2  # and still works
     close_tab(tab)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from dragkit.models import ASSETS_DIR, load_model
+from dragkit.models import ASSETS_DIR
 from dragkit.train.toy import measure
 
 # Measured on the bundled model (64 seeds, psi 1): see docs/toy-model.md.
@@ -14,11 +14,6 @@ TWO_BLOB_RATE = 0.9
 pytestmark = pytest.mark.skipif(
     not (ASSETS_DIR / "toy.safetensors").is_file(), reason="bundled toy model not present"
 )
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return load_model("toy")
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from dragkit.train.dataset import ImageDataset, parse_range
 from dragkit.train.export import export_networks, load_discriminator
 from dragkit.train.loop import Trainer, make_config
 from dragkit.train.toy import write_toy_dataset
-from test_formats import nvidia_modules, nvidia_snapshot, persist, write_pickle  # noqa: F401
+from support.nvidia import nvidia_snapshot, persist, write_pickle
 
 
 def _tiny(**kw):

@@ -23,15 +23,15 @@ from typing import Sequence
 
 from .errors import DragkitError
 
-# module path -> registers one or more subcommands.  Imported lazily so that a
-# broken optional part (say, the server's dependencies) cannot break the rest.
+# module path -> registers one or more subcommands; every one exists (a
+# missing one is an error, not a silently absent command).  Imported when the
+# parser is built, so that `import dragkit.cli` stays cheap.
 _SUBCOMMAND_MODULES = (
     "dragkit.models_cli",  # models, generate, convert
     "dragkit.train.cli",  # train
     "dragkit.drag.cli",  # drag
     "dragkit.server.cli",  # serve
-    "dragkit.invert.cli",  # invert
-    "dragkit.eval.cli",  # eval, bench
+    "dragkit.eval.cli",  # eval
 )
 
 
@@ -44,15 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for modname in _SUBCOMMAND_MODULES:
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            # Only skip parts of dragkit that do not exist yet; a missing
-            # third-party dependency inside an existing part is a real error.
-            if exc.name and (modname == exc.name or modname.startswith(exc.name + ".")):
-                continue
-            raise
-        mod.register(sub)
+        importlib.import_module(modname).register(sub)
     return parser
 
 

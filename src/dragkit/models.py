@@ -129,5 +129,5 @@ def load_model(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, device: str
         CheckpointError: the file is corrupt, hostile or does not fit.
     """
     G = load_checkpoint(resolve_model(name_or_path))
-    G.model_name = Path(str(name_or_path)).stem if Path(str(name_or_path)).suffix else str(name_or_path)  # type: ignore[attr-defined]
+    G.model_name = Path(str(name_or_path)).stem if Path(str(name_or_path)).suffix else str(name_or_path)
     return G.to(device)

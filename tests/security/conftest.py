@@ -1,4 +1,4 @@
-"""Fixtures of the hostile-input suite (``pytest -m security``; see docs/security.md)."""
+"""Fixtures of the hostile-input suite (``pytest -m security``; see docs/security.md); the shared ones are in tests/conftest.py."""
 from __future__ import annotations
 
 import json
@@ -8,36 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
-from sec_web import make_home
 
 
-@pytest.fixture(autouse=True, scope="session")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="session")
-def model_home(tmp_path_factory):
-    """``$DRAGKIT_HOME`` holding a tiny random 32 px generator named ``tiny``."""
-    home = make_home(tmp_path_factory.mktemp("sec-home"))
-    old = os.environ.get("DRAGKIT_HOME")
-    os.environ["DRAGKIT_HOME"] = str(home)
-    yield home
-    if old is None:
-        os.environ.pop("DRAGKIT_HOME", None)
-    else:
-        os.environ["DRAGKIT_HOME"] = old
-
-
-@pytest.fixture
-def sessions_dir(tmp_path):
-    return tmp_path / "sessions"
+# one_thread, model_home (the tiny random ``tiny`` model) and sessions_dir are tests/conftest.py's.
 
 
 @pytest.fixture

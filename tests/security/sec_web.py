@@ -1,4 +1,4 @@
-"""Web-app helpers for the security tests: a tiny model home, websocket tabs, a real uvicorn server."""
+"""Web-app helpers for the security tests: websocket tabs, a real uvicorn server (the model home is tests/conftest.py's)."""
 from __future__ import annotations
 
 import base64
@@ -7,24 +7,12 @@ import json
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
-import torch
 
-from dragkit.formats import save_native
-from dragkit.nets import Generator
+from support.generators import HOME_RES
 
-RES = 32
-
-
-def make_home(home: Path) -> Path:
-    """``$DRAGKIT_HOME`` with a tiny random 32 px generator named ``tiny``."""
-    torch.manual_seed(0)
-    G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=RES,
-                  mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 256, "channel_max": 32})
-    save_native(G, home / "tiny")
-    return home
+RES = HOME_RES  # the served ``tiny`` model (tests/support/generators.py)
 
 
 class Tab:

@@ -33,7 +33,7 @@ def register(sub: Any) -> None:
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    from .render import VIDEO_SUFFIXES
+    from ..video import VIDEO_SUFFIXES
 
     if Path(args.out).suffix.lower() not in IMAGE_SUFFIXES:
         raise SpecError(f"--out {args.out}: unsupported image extension (use .png, .jpg or .webp)")
@@ -57,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..models import default_model_name, load_model
     from ..utils import save_image_atomic, atomic_write_bytes
-    from .render import annotate, write_video
+    from ..video import write_video
     from .options import image_size
+    from .render import annotate
     from .session import DragSession
     from .spec import check_points, load_latent_npy, load_mask_image, load_spec
 

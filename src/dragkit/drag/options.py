@@ -5,14 +5,18 @@
 goes through (the Python session, ``dragkit drag --spec``, session files
 and the web app).  The bounds are:
 
-* each option's type and range (:data:`OPTION_RANGES`; the web app offers
-  the same table);
-* radii by the image: ``r1`` and ``r2`` at most half the image's larger
-  side (a larger disk or search window covers nothing more);
-* the feature map by the network: ``feature_block`` (a StyleGAN2 block
-  resolution) or ``feature_layer`` (a StyleGAN3 synthesis layer), each
-  only on its own kind of network (:func:`feature_choice`);
-* points: at most :data:`MAX_POINTS` pairs, steps: at most :data:`MAX_STEPS`;
+* each option's type and range (:data:`OPTION_RANGES`), narrowed for a
+  given generator by :func:`option_limits` (radii at most half the image's
+  larger side - a larger disk or search window covers nothing more -,
+  layers at most ``num_ws``, the feature map one the network has:
+  ``feature_block`` a StyleGAN2 block resolution, ``feature_layer`` a
+  StyleGAN3 synthesis layer, each only on its own kind of network,
+  :func:`feature_choice`).  The web app sends :func:`option_limits` to the
+  browser, and changes options with :meth:`DragOptions.replace`; the spec
+  reader builds them with :meth:`DragOptions.from_dict`; both end in
+  :meth:`DragOptions.validate`;
+* points: at most :data:`MAX_POINTS` pairs, steps: at most :data:`MAX_STEPS`
+  (:func:`check_steps`), seeds in ``0 .. MAX_SEED``;
 * per-step work: the feature values one step gathers,
   ``points * (5 * |disk(r1)| + |square(r2)|) * channels``, at most
   :data:`MAX_STEP_SAMPLES` (:func:`step_samples`).  Within the radius
@@ -20,15 +24,21 @@ and the web app).  The bounds are:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import SpecError
 
 __all__ = [
     "DragOptions",
+    "OptionLimit",
     "OPTION_RANGES",
+    "OPTION_NAMES",
+    "option_limits",
+    "check_steps",
+    "MAX_SEED",
     "MAX_POINTS",
     "MAX_STEPS",
     "MAX_STEP_SAMPLES",
@@ -57,6 +67,8 @@ NOISE_MODES = ("const", "none")
 MAX_POINTS = 68
 #: Largest step cap of one drag.
 MAX_STEPS = 100_000
+#: Largest seed (NumPy's ``RandomState`` takes ``0 .. 2^32 - 1``).
+MAX_SEED = 2**32 - 1
 #: Most feature values one step may gather (motion supervision + tracking),
 #: 2^25 = 33.5 M (float32 with gradients: a few hundred MB).  The defaults at
 #: 1024 px with 68 points need 26 M; 32 points with r1 = r2 = 16 px on the
@@ -80,6 +92,7 @@ OPTION_RANGES: dict[str, tuple] = {
     "stop_distance": ("float_or_none", 0.1, 64.0),
     "noise_mode": ("choice", NOISE_MODES),
 }
+OPTION_NAMES = tuple(OPTION_RANGES)
 
 
 def check_option(name: str, value: Any) -> Any:
@@ -90,7 +103,7 @@ def check_option(name: str, value: Any) -> Any:
             (``"option lr must be between 1e-05 and 1, got -1"``).
     """
     if name not in OPTION_RANGES:
-        raise SpecError(f"unknown option {name!r}; known: {', '.join(OPTION_RANGES)}")
+        _unknown([name], OPTION_NAMES)
     kind = OPTION_RANGES[name]
     if kind[0] == "choice":
         if not isinstance(value, str) or value not in kind[1]:
@@ -108,6 +121,93 @@ def check_option(name: str, value: Any) -> Any:
     if not lo <= value <= hi:
         raise SpecError(f"option {name} must be between {lo:g} and {hi:g}, got {value!r}")
     return value if kind[0].startswith("int") else float(value)
+
+
+def _unknown(names: Iterable[Any], known: Iterable[str]) -> None:
+    shown = ", ".join(repr(str(n)[:40]) for n in names)
+    raise SpecError(f"unknown option(s) {shown[:200]}; known: {', '.join(known)}")
+
+
+def check_steps(value: Any, what: str = "max_steps", lo: int = 0, hi: int = MAX_STEPS) -> int:
+    """A step cap: a whole number in ``lo .. hi`` (``hi`` at most :data:`MAX_STEPS`).
+
+    Raises:
+        SpecError: ``"<what> must be a whole number between <lo> and <hi>, got <value>"``.
+    """
+    hi = min(int(hi), MAX_STEPS)
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) \
+        and int(value) == value and lo <= int(value) <= hi
+    if not ok:
+        shown = repr(value) if isinstance(value, (int, float, bool)) else f"{value!r:.40}"
+        raise SpecError(f"{what} must be a whole number between {lo} and {hi}, got {shown}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class OptionLimit:
+    """The values one option takes, statically or for one generator.
+
+    Attributes:
+        kind: ``'float'``, ``'int'`` or ``'choice'``.
+        optional: None is allowed (the engine's default for the model).
+        lo, hi: the range of a number (inclusive).
+        choices: the values of a choice (or of ``feature_block`` for a model).
+        why: why ``hi`` or ``choices`` is what it is for this model, as
+            the error message says it (``" px (half the 32 px image)"``).
+    """
+
+    kind: str
+    optional: bool = False
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[Any, ...] | None = None
+    why: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"kind", "optional", "min", "max"}`` or ``{"kind", "optional", "choices"}`` (what a client shows)."""
+        if self.choices is not None:
+            return {"kind": self.kind, "optional": self.optional, "choices": list(self.choices)}
+        return {"kind": self.kind, "optional": self.optional, "min": self.lo, "max": self.hi}
+
+
+def _image_side(G: Any) -> tuple[int, str]:
+    H, W = image_size(G)
+    side = max(H, W)
+    return side, (f"half the {side} px image" if H == W else f"half the {W}x{H} image's larger side")
+
+
+def option_limits(G: Any | None = None) -> dict[str, OptionLimit]:
+    """What each option may be: :data:`OPTION_RANGES`, narrowed for generator ``G`` when given.
+
+    With ``G``: ``r1`` and ``r2`` at most half the image's larger side,
+    ``layers`` at most ``G.num_ws``, on a StyleGAN2 ``feature_block`` one of
+    ``G.synthesis.block_resolutions`` (and no ``feature_layer``), on a
+    StyleGAN3 ``feature_layer`` one of its synthesis layers (and no
+    ``feature_block``).  :meth:`DragOptions.validate` checks these (the
+    feature map through :func:`feature_choice`), and the web app shows them.
+    """
+    out: dict[str, OptionLimit] = {}
+    for name, kind in OPTION_RANGES.items():
+        optional = kind[0].endswith("_or_none")
+        if kind[0] == "choice":
+            out[name] = OptionLimit("choice", choices=tuple(kind[1]))
+        else:
+            out[name] = OptionLimit("int" if kind[0].startswith("int") else "float", optional, kind[1], kind[2])
+    if G is None:
+        return out
+    side, half = _image_side(G)
+    out["r1"] = dataclasses.replace(out["r1"], hi=min(out["r1"].hi, side / 2), why=f" px ({half})")
+    out["r2"] = dataclasses.replace(out["r2"], hi=min(out["r2"].hi, side // 2), why=f" px ({half})")
+    out["layers"] = dataclasses.replace(out["layers"], hi=min(out["layers"].hi, int(G.num_ws)), why=" for this model")
+    if is_stylegan3(G):
+        n = int(G.synthesis.num_layers)  # layers 0 .. n - 1; n is ToRGB
+        out["feature_layer"] = OptionLimit("int", True, choices=tuple(range(n)), why=" for this model")
+        out["feature_block"] = OptionLimit("int", True, choices=(), why=" (StyleGAN2 models only)")
+    else:
+        out["feature_block"] = OptionLimit("int", True, choices=tuple(int(r) for r in G.synthesis.block_resolutions),
+                                           why=" for this model")
+        out["feature_layer"] = OptionLimit("int", True, choices=(), why=" (StyleGAN3 models only)")
+    return out
 
 
 # ----------------------------------------------------------------------------
@@ -276,15 +376,15 @@ class DragOptions:
             raise SpecError(f"at most {MAX_POINTS} point pairs per drag, got {num_points}")
         if G is None:
             return
-        H, W = image_size(G)
-        half = max(H, W) / 2
-        if self.r1 is not None and self.r1 > half:
-            raise SpecError(f"option r1 must be at most {half:g} px (half the {H}x{W} image), got {self.r1:g}")
-        if self.r2 is not None and self.r2 > half:
-            raise SpecError(f"option r2 must be at most {int(half)} px (half the {H}x{W} image), got {self.r2}")
-        if self.layers > G.num_ws:
-            raise SpecError(f"option layers must be at most {G.num_ws} for this model, got {self.layers}")
-        kind, index = feature_choice(G, self.feature_block, self.feature_layer)
+        kind, index = feature_choice(G, self.feature_block, self.feature_layer)  # its own clear messages
+        for name, lim in option_limits(G).items():
+            value = getattr(self, name)
+            if value is None or name in ("feature_block", "feature_layer"):
+                continue
+            if lim.choices is not None and value not in lim.choices:
+                raise SpecError(f"option {name} must be one of {list(lim.choices)}{lim.why}, got {value!r:.40}")
+            if lim.hi is not None and value > lim.hi:
+                raise SpecError(f"option {name} must be at most {lim.hi:g}{lim.why}, got {value:g}")
         if num_points:
             r = self.resolved(G)
             need = step_samples(r.r1, r.r2, num_points, feature_channels(G, kind, index))
@@ -294,6 +394,13 @@ class DragOptions:
                     f"gather {need / 1e6:.0f} M feature values per step (limit {MAX_STEP_SAMPLES / 1e6:.0f} M); "
                     "use fewer points or smaller radii"
                 )
+
+    def stop_distance_at(self, num_points: int) -> float:
+        """The stop rule's distance in pixels for a drag of ``num_points`` pairs: the
+        ``stop_distance`` option, else the paper's rule (:func:`~.core.stop_distance_for`)."""
+        from .core import stop_distance_for
+
+        return float(self.stop_distance) if self.stop_distance is not None else stop_distance_for(num_points)
 
     def resolved(self, G: Any) -> "DragOptions":
         """A copy with every None default replaced by its value for ``G`` (validated).
@@ -321,15 +428,32 @@ class DragOptions:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DragOptions":
-        """Build from a dict; unknown keys are a :class:`SpecError`."""
-        if not isinstance(d, dict):
-            raise SpecError(f"options must be an object, got {type(d).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
+    def replace(self, values: Mapping[str, Any], G: Any | None = None,
+                names: Iterable[str] = OPTION_NAMES) -> "DragOptions":
+        """A copy with ``values`` changed, every field checked (with ``G``, against its bounds).
+
+        Args:
+            values: ``{option: value}``; None sets an optional option back to
+                the model's default.
+            G: the generator the options are for (None: static ranges only).
+            names: the options a caller lets its users set (the web app: all
+                but ``noise_mode``).
+
+        Raises:
+            SpecError: an unknown name or a bad value (the first one); ``self``
+                is unchanged.
+        """
+        if not isinstance(values, Mapping):
+            raise SpecError(f"options must be an object, got {type(values).__name__}")
+        known = tuple(names)
+        unknown = [k for k in values if k not in known]
         if unknown:
-            raise SpecError(f"unknown option(s) {', '.join(map(str, unknown))[:200]}; known: {', '.join(sorted(names))}")
-        opts = cls(**d)
-        opts.validate()
-        return opts
+            _unknown(unknown, known)
+        new = dataclasses.replace(self, **{k: check_option(k, v) for k, v in values.items()})
+        new.validate(G)
+        return new
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], G: Any | None = None) -> "DragOptions":
+        """Build from a dict (missing keys take their defaults); see :meth:`replace`."""
+        return cls().replace(d, G)

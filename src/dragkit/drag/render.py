@@ -1,19 +1,13 @@
-"""Drawing points on images and writing progress videos (GIF or MP4)."""
+"""Drawing points on images (the progress videos are written by :mod:`dragkit.video`)."""
 from __future__ import annotations
 
-import io
-import os
-from pathlib import Path
 from typing import Sequence
 
 from PIL import Image, ImageDraw
 
-from ..errors import DragkitError
-from ..utils import atomic_path, atomic_write_bytes
+from ..video import VIDEO_SUFFIXES, write_video  # noqa: F401  (their home is dragkit.video)
 
-__all__ = ["annotate", "write_video", "VIDEO_SUFFIXES"]
-
-VIDEO_SUFFIXES = (".gif", ".mp4")
+__all__ = ["annotate"]
 
 HANDLE = (255, 40, 40)
 TARGET = (40, 120, 255)
@@ -54,41 +48,3 @@ def annotate(
         d.ellipse([tx - r, ty - r, tx + r, ty + r], outline=TARGET, fill=TARGET)
         d.ellipse([hx - r, hy - r, hx + r, hy + r], outline=HANDLE, fill=HANDLE)
     return out
-
-
-def write_video(frames: Sequence[Image.Image], dest: str | os.PathLike[str], fps: int = 10) -> Path:
-    """Write frames as ``.gif`` (Pillow) or ``.mp4`` (imageio's ffmpeg plugin), atomically."""
-    dest = Path(dest)
-    suffix = dest.suffix.lower()
-    if suffix not in VIDEO_SUFFIXES:
-        raise DragkitError(f"{dest}: unsupported video extension (use .mp4 or .gif)")
-    if not frames:
-        raise DragkitError("no frames to write")
-    frames = [f.convert("RGB") for f in frames]
-    if suffix == ".gif":
-        buf = io.BytesIO()
-        frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:],
-                       duration=max(1, round(1000 / fps)), loop=0)
-        return atomic_write_bytes(dest, buf.getvalue())
-    import numpy as np
-    try:
-        import imageio.v2 as imageio
-    except ImportError as exc:  # pragma: no cover
-        raise DragkitError(f"writing .mp4 needs imageio and imageio-ffmpeg ({exc}); use .gif instead") from None
-    try:
-        with atomic_path(dest, suffix=".mp4") as tmp:
-            # x264 wants even sizes; pad up to a multiple of 16 like imageio would, but without a warning.
-            w, h = frames[0].size
-            W, H = -(-w // 16) * 16, -(-h // 16) * 16
-            with imageio.get_writer(str(tmp), format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                                    pixelformat="yuv420p", macro_block_size=1, quality=8) as writer:
-                for f in frames:
-                    a = np.asarray(f)
-                    if (W, H) != (w, h):
-                        a = np.pad(a, ((0, H - h), (0, W - w), (0, 0)), mode="edge")
-                    writer.append_data(a)
-    except Exception as exc:
-        if isinstance(exc, DragkitError):
-            raise
-        raise DragkitError(f"{dest}: could not write the video ({exc})") from exc
-    return dest

@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import DragkitError
-from .options import MAX_POINTS
+from .options import MAX_POINTS, MAX_SEED
+from .points import XY
 
 __all__ = [
     "SESSION_FORMAT",
@@ -45,7 +46,8 @@ MAX_TENSOR_CHARS = 4 * 64 * 8192 * 4 // 3 + 64
 MAX_MASK_CHARS = 4096 * 4096 // 8 * 4 // 3 + 64
 
 _Finite = Annotated[float, Field(allow_inf_nan=False)]
-XY = Annotated[list[_Finite], Field(min_length=2, max_length=2)]
+#: A seed as the generators take it.
+Seed = Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)]
 
 
 class Strict(BaseModel):
@@ -119,7 +121,7 @@ class SessionState(Strict):
     format: Literal["dragkit-session"]
     version: Annotated[int, Field(strict=True, ge=1, le=SESSION_VERSION)]
     model: ModelInfo
-    seed: Optional[Annotated[int, Field(strict=True, ge=0, lt=2**32)]] = None
+    seed: Optional[Seed] = None
     psi: Annotated[float, Field(ge=-100, le=100, allow_inf_nan=False)] = 0.7
     latent: EncodedTensor
     w0: EncodedTensor

@@ -14,12 +14,27 @@ What a "drag" is (the unit of :meth:`DragSession.undo`):
     ``f_i`` and mask reference ``F0`` are taken from the *current* image, as
     in the paper's interactive use (add a point mid-drag and carry on).
 
+History: a session records each drag that changed the latent (its undo
+and redo stacks are part of :meth:`~DragSession.get_state` and of session
+files).  A caller that keeps its own history of every action - the web app
+does - makes the session with ``history=False``, so there is one undo system
+per use, never two.
+
 Everything is kept on the generator's device; the latent is float32.
+
+Why this module is long (~650 lines): the session's state - latent, points,
+mask, the drag in progress, its history - changes together (any action that
+is not a step ends the drag; history entries, :meth:`~DragSession.get_state`
+and session files share one snapshot form), so its methods stay in one
+class.  Everything that does not need that state lives elsewhere: the maths
+in :mod:`.core`, windowed features in :mod:`.features`, options and bounds in
+:mod:`.options`, points in :mod:`.points`, results in :mod:`.results`,
+encodings in :mod:`.encoding`, the file schema in :mod:`.schema`.
 """
 from __future__ import annotations
 
-import base64
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -36,9 +51,9 @@ from .core import (
     motion_supervision_loss,
     needed_feature_box,
     sample_features,
-    stop_distance_for,
     track_points,
 )
+from .encoding import b64_chars, decode_mask, decode_tensor, encode_mask, encode_tensor, mask_fits
 from .features import FeatureSource, feature_source, source_features
 from .options import (  # re-exported: their home is .options
     MAX_POINTS,
@@ -48,8 +63,12 @@ from .options import (  # re-exported: their home is .options
     auto_lambda_mask,
     auto_r1,
     auto_r2,
+    check_steps,
     image_size,
 )
+from .points import check_inside, parse_xy
+from .protocols import DragGenerator
+from .results import PointPair, StepResult  # re-exported: their home is .results
 from .schema import MAX_SESSION_BYTES, SESSION_FORMAT, SESSION_VERSION, parse_session_state
 
 __all__ = [
@@ -65,99 +84,6 @@ __all__ = [
     "SESSION_FORMAT",
     "MAX_POINTS",
 ]
-
-
-@dataclass(frozen=True)
-class PointPair:
-    """A handle and its target, ``[x, y]`` pixels."""
-
-    handle: tuple[float, float]
-    target: tuple[float, float]
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """What one call of :meth:`DragSession.step` saw.
-
-    Attributes:
-        step: optimisation steps applied in the current drag so far.
-        points: handles tracked on the image *before* this call's update
-            (for a ``done`` result: on the final image).
-        distances: ``|handle - target|`` per point, pixels.
-        done: the drag is over (stop rule met, or the end of a ``run``).
-        reached: every handle is within the stop distance of its target.
-    """
-
-    step: int
-    points: list[PointPair]
-    distances: list[float]
-    done: bool
-    reached: bool = False
-
-
-# ----------------------------------------------------------------------------
-# Compact JSON encodings (exact).
-
-
-def _enc_tensor(t: torch.Tensor) -> dict[str, Any]:
-    a = t.detach().to("cpu", torch.float32).contiguous().numpy()
-    return {"shape": list(a.shape), "dtype": "float32",
-            "data": base64.b64encode(a.astype("<f4").tobytes()).decode("ascii")}
-
-
-def _b64_chars(nbytes: int) -> int:
-    return 4 * ((nbytes + 2) // 3)
-
-
-def _dec_tensor(d: Any, what: str, shape: Sequence[int] | None = None) -> torch.Tensor:
-    """Decode :func:`_enc_tensor`'s dict; with ``shape``, the shape and the text length are
-    checked before a byte is decoded."""
-    try:
-        got = [int(s) for s in d["shape"]]
-        data = d["data"]
-        if shape is not None:
-            if got != list(shape):
-                raise ValueError(f"shape {got}, this model needs {list(shape)}")
-            if not isinstance(data, str) or len(data) != _b64_chars(4 * math.prod(got)):
-                raise ValueError("data length does not match the shape")
-        raw = base64.b64decode(data, validate=True)
-        a = np.frombuffer(raw, dtype="<f4").reshape(got)
-    except Exception as exc:
-        raise DragkitError(f"{what}: not a valid encoded tensor ({str(exc)[:120]})") from None
-    if not np.isfinite(a).all():
-        raise DragkitError(f"{what}: contains NaN or infinity")
-    return torch.from_numpy(a.astype(np.float32))
-
-
-def _enc_mask(m: np.ndarray | None) -> dict[str, Any] | None:
-    if m is None:
-        return None
-    return {"shape": list(m.shape), "packbits": base64.b64encode(np.packbits(m.reshape(-1)).tobytes()).decode("ascii")}
-
-
-def _dec_mask(d: Any, what: str, size: tuple[int, int] | None = None) -> np.ndarray | None:
-    """Decode :func:`_enc_mask`'s dict; with ``size = (H, W)``, shape and length are checked first."""
-    if d is None:
-        return None
-    try:
-        shape = [int(s) for s in d["shape"]]
-        packed = d["packbits"]
-        n = math.prod(shape)
-        if size is not None:
-            if shape != list(size):
-                raise ValueError(f"shape {shape}, the image is {size[0]}x{size[1]} (H x W)")
-            if not isinstance(packed, str) or len(packed) != _b64_chars((n + 7) // 8):
-                raise ValueError("data length does not match the shape")
-        bits = np.frombuffer(base64.b64decode(packed, validate=True), dtype=np.uint8)
-        if bits.size * 8 < n:
-            raise ValueError("too few bits for the shape")
-        m = np.unpackbits(bits)[:n].astype(bool).reshape(shape)
-    except Exception as exc:
-        raise DragkitError(f"{what}: not a valid encoded mask ({str(exc)[:120]})") from None
-    return m
-
-
-# ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -192,19 +118,22 @@ class DragSession:
 
     Args:
         G: a :class:`dragkit.nets.Generator` (square or StyleGAN-Human's
-            ``H x H/2``) or :class:`dragkit.nets.StyleGAN3Generator`, in
-            eval mode.  Points are ``[x, y]`` pixels of its ``H x W`` image.
+            ``H x H/2``), a :class:`dragkit.nets.StyleGAN3Generator`, or any
+            :class:`~.protocols.DragGenerator`, in eval mode.  Points are
+            ``[x, y]`` pixels of its ``H x W`` image.
         seed, psi: the starting latent is ``G.ws_from_seed(seed, psi)``.
         options: :class:`DragOptions` (default settings when None).
         device: where to compute; must be the generator's device (None = it).
+        history: record drags for :meth:`undo`/:meth:`redo` (False: the
+            caller keeps its own history; undo and redo then do nothing).
 
     Raises:
         SpecError: bad options or points; DragkitError for other misuse.
     """
 
     def __init__(
-        self, G: Any, seed: int = 0, psi: float = 0.7, *, options: DragOptions | None = None,
-        device: str | torch.device | None = None, _ws: torch.Tensor | None = None,
+        self, G: DragGenerator, seed: int = 0, psi: float = 0.7, *, options: DragOptions | None = None,
+        device: str | torch.device | None = None, history: bool = True, _ws: torch.Tensor | None = None,
     ) -> None:
         self.G = G
         gdev = next(G.parameters()).device
@@ -221,6 +150,7 @@ class DragSession:
         self._points: list[_Point] = []
         self._mask: np.ndarray | None = None
         self._drag: _Drag | None = None
+        self._history = bool(history)
         self._undo: list[dict[str, Any]] = []
         self._redo: list[dict[str, Any]] = []
         self._img_cache: tuple[int, torch.Tensor] | None = None
@@ -230,14 +160,15 @@ class DragSession:
     # -- construction -------------------------------------------------------
 
     @classmethod
-    def from_latent(cls, G: Any, ws: torch.Tensor | np.ndarray, options: DragOptions | None = None) -> "DragSession":
+    def from_latent(cls, G: DragGenerator, ws: torch.Tensor | np.ndarray, options: DragOptions | None = None,
+                    history: bool = True) -> "DragSession":
         """Start from W+ codes ``(1, num_ws, w_dim)`` (or ``(num_ws, w_dim)``, or W ``(1, w_dim)``)."""
         t = torch.as_tensor(np.asarray(ws) if isinstance(ws, np.ndarray) else ws).to(torch.float32)
         if t.ndim == 2 and t.shape[0] == 1 and t.shape[1] == G.w_dim and G.num_ws != 1:
             t = t[:, None, :].repeat(1, G.num_ws, 1)
         elif t.ndim == 2:
             t = t[None]
-        return cls(G, options=options, _ws=t)
+        return cls(G, options=options, history=history, _ws=t)
 
     def _check_ws(self, ws: Any) -> torch.Tensor:
         t = torch.as_tensor(ws).detach().to(self.device, torch.float32)
@@ -252,7 +183,7 @@ class DragSession:
 
     @property
     def resolution(self) -> int:
-        """``H``, the generator's ``img_resolution`` (the image height)."""
+        """The image height ``H`` in pixels (``G.img_resolution``)."""
         return int(self.G.img_resolution)
 
     @property
@@ -271,13 +202,25 @@ class DragSession:
         return [PointPair(tuple(p.handle), tuple(p.target)) for p in self._points]
 
     @property
+    def num_points(self) -> int:
+        """How many handle/target pairs there are."""
+        return len(self._points)
+
+    @property
+    def stop_distance(self) -> float:
+        """The stop rule's distance in pixels for the current points and options
+        (the drag in progress's, if any): every handle within it of its target ends a drag."""
+        opts = self._drag.opts if self._drag is not None else self.options
+        return opts.stop_distance_at(len(self._points))
+
+    @property
     def mask(self) -> np.ndarray | None:
         """``(H, W)`` bool, True = flexible, or None."""
         return None if self._mask is None else self._mask.copy()
 
     @property
     def can_undo(self) -> bool:
-        return bool(self._undo) or self._pending_change()
+        return bool(self._undo) or (self._history and self._pending_change())
 
     @property
     def can_redo(self) -> bool:
@@ -291,17 +234,10 @@ class DragSession:
     # -- points and mask ----------------------------------------------------
 
     def _xy(self, v: Any, what: str) -> tuple[float, float]:
-        try:
-            x, y = (float(c) for c in v)
-        except Exception:
-            raise SpecError(f"{what} must be [x, y], got {v!r}") from None
-        if not (math.isfinite(x) and math.isfinite(y)):
-            raise SpecError(f"{what} {[x, y]} is not a finite point")
+        xy = parse_xy(v, what)
         H, W = self.image_size
-        if not (0 <= x <= W - 1 and 0 <= y <= H - 1):
-            raise SpecError(f"{what} {[x, y]} lies outside the {W}x{H} (width x height) image "
-                            f"(x 0..{W - 1}, y 0..{H - 1})")
-        return x, y
+        check_inside(xy, W, H, what)
+        return xy
 
     def add_point(self, handle: Sequence[float], target: Sequence[float]) -> int:
         """Add a handle -> target pair; returns its index.
@@ -338,7 +274,7 @@ class DragSession:
 
     def _index(self, i: int) -> None:
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self._points):
-            raise SpecError(f"no point {i!r} (there are {len(self._points)})")
+            raise SpecError(f"no point pair #{i!r:.20}; there are {len(self._points)}")
 
     def set_mask(self, mask: Any) -> None:
         """Set the flexible region: ``(H, W)`` bool (True = may change), or None for no mask."""
@@ -349,7 +285,8 @@ class DragSession:
             m = np.asarray(mask)
             H, W = self.image_size
             if m.shape != (H, W):
-                raise SpecError(f"mask must be {H}x{W} (H x W, the image size), got {'x'.join(map(str, m.shape))}")
+                raise SpecError(f"mask must be {W}x{H} (width x height, the image size), "
+                                f"got {'x'.join(map(str, m.shape[::-1]))}")
             if m.dtype != bool:
                 if not np.isin(m, (0, 1)).all():
                     raise SpecError("mask must be boolean (or 0/1)")
@@ -430,16 +367,15 @@ class DragSession:
             # W space shares one code over the optimised layers (authors' code).
             self._set_latent(self._drag.compose().detach())
 
-    def _stop_distance(self, d: _Drag) -> float:
-        return d.opts.stop_distance if d.opts.stop_distance is not None else stop_distance_for(len(self._points))
+    def _result(self, steps: int, done: bool) -> StepResult:
+        dist = [math.hypot(p.target[0] - p.handle[0], p.target[1] - p.handle[1]) for p in self._points]
+        return StepResult(step=steps, points=self.points, distances=dist, done=done, stop_distance=self.stop_distance)
 
-    def _result(self, d: _Drag, done: bool) -> StepResult:
-        dist = self._distances()
-        reached = all(x <= self._stop_distance(d) for x in dist)
-        return StepResult(step=d.steps, points=self.points, distances=dist, done=done, reached=reached)
-
-    def _distances(self) -> list[float]:
-        return [math.hypot(p.target[0] - p.handle[0], p.target[1] - p.handle[1]) for p in self._points]
+    def status(self) -> StepResult:
+        """Where the points are now: the current handles, their distances and the stop rule
+        (``step``: steps of the drag in progress, ``done``: no drag is in progress).  Changes nothing."""
+        d = self._drag
+        return self._result(d.steps if d is not None else 0, done=d is None)
 
     def step(self) -> StepResult:
         """One DragGAN iteration: track the handles, test the stop rule, one Adam step.
@@ -464,12 +400,12 @@ class DragSession:
             for p, h in zip(self._points, handles.tolist()):
                 p.handle = (float(h[0]), float(h[1]))
         d.tracked = True
-        if all(x <= self._stop_distance(d) for x in self._distances()):
-            return self._result(d, done=True)
+        result = self._result(d.steps, done=False)
+        if result.reached:
+            return dataclasses.replace(result, done=True)
         loss = motion_supervision_loss(feat, handles, targets, d.opts.r1, None, origin=origin, geometry=geom)
         if d.mask is not None and d.opts.lambda_mask > 0:
             loss = loss + d.opts.lambda_mask * mask_loss(feat, d.feat0, d.mask, None, geometry=geom)
-        result = self._result(d, done=False)
         if loss.requires_grad:
             (grad,) = torch.autograd.grad(loss, [d.w], allow_unused=True)
             if grad is not None:
@@ -479,8 +415,7 @@ class DragSession:
         d.steps += 1
         d.tracked = False
         self._set_latent(d.compose().detach())
-        return StepResult(step=d.steps, points=result.points, distances=result.distances, done=False,
-                          reached=result.reached)
+        return dataclasses.replace(result, step=d.steps)
 
     def track(self) -> StepResult:
         """Track the handles on the current image without optimising (``done=True``)."""
@@ -499,7 +434,15 @@ class DragSession:
             for p, h in zip(self._points, handles.tolist()):
                 p.handle = (float(h[0]), float(h[1]))
             d.tracked = True
-        return self._result(d, done=True)
+        return self._result(d.steps, done=True)
+
+    def finish(self) -> StepResult:
+        """End the drag in progress: track the handles on the final image, record the drag
+        (when the session keeps history) and return the final result (``done=True``).
+        Without a drag in progress, the current :meth:`status`."""
+        result = self.track() if self._drag is not None else self.status()
+        self.end_drag()
+        return result
 
     def run(self, max_steps: int = 300) -> Iterator[StepResult]:
         """Drag until the stop rule or ``max_steps`` optimisation steps; yields every step.
@@ -509,8 +452,7 @@ class DragSession:
         drag ends (and enters the history) when the generator finishes or is
         closed.
         """
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0:
-            raise SpecError(f"max_steps must be an integer >= 0, got {max_steps!r}")
+        max_steps = check_steps(max_steps)
         try:
             while True:
                 d = self._drag
@@ -533,8 +475,8 @@ class DragSession:
         if d is None:
             return False
         self._drag = None
-        changed = not torch.equal(self._latent, _dec_tensor(d.before["latent"], "latent").to(self.device))
-        if changed:
+        changed = not torch.equal(self._latent, decode_tensor(d.before["latent"], "latent").to(self.device))
+        if changed and self._history:
             self._undo.append({"before": d.before, "after": self._snapshot()})
             self._redo.clear()
         return changed
@@ -547,15 +489,15 @@ class DragSession:
 
     def _snapshot(self) -> dict[str, Any]:
         return {
-            "latent": _enc_tensor(self._latent),
+            "latent": encode_tensor(self._latent),
             "points": [{"handle": list(p.handle), "target": list(p.target)} for p in self._points],
-            "mask": _enc_mask(self._mask),
+            "mask": encode_mask(self._mask),
         }
 
     def _restore(self, snap: dict[str, Any]) -> None:
-        latent = self._check_ws(_dec_tensor(snap["latent"], "latent", self._ws_shape))
+        latent = self._check_ws(decode_tensor(snap["latent"], "latent", self._ws_shape))
         points = self._check_points(snap.get("points", []))
-        m = _dec_mask(snap.get("mask"), "mask", self.image_size)
+        m = decode_mask(snap.get("mask"), "mask", self.image_size)
         self._set_latent(latent)
         self._points = points
         self._mask = m
@@ -573,11 +515,11 @@ class DragSession:
     def _check_snapshot(self, snap: dict[str, Any], what: str) -> None:
         """A history snapshot fits this model (shapes and points), checked without decoding it."""
         lat, mask = snap["latent"], snap.get("mask")
-        if list(lat["shape"]) != list(self._ws_shape) or len(lat["data"]) != _b64_chars(4 * math.prod(self._ws_shape)):
+        if list(lat["shape"]) != list(self._ws_shape) or len(lat["data"]) != b64_chars(4 * math.prod(self._ws_shape)):
             raise DragkitError(f"{what}: latent does not fit this model")
         H, W = self.image_size
-        if mask is not None and (list(mask["shape"]) != [H, W] or len(mask["packbits"]) != _b64_chars((H * W + 7) // 8)):
-            raise DragkitError(f"{what}: mask does not fit the {H}x{W} (H x W) image")
+        if mask is not None and not mask_fits(mask, (H, W)):
+            raise DragkitError(f"{what}: mask does not fit the {W}x{H} image")
         self._check_points(snap.get("points", []))
 
     def _set_latent(self, ws: torch.Tensor) -> None:
@@ -586,22 +528,19 @@ class DragSession:
 
     def undo(self) -> bool:
         """Undo the last whole drag (latent, points and mask as before it). False if none."""
-        self.end_drag()
-        if not self._undo:
-            return False
-        entry = self._undo.pop()
-        self._restore(entry["before"])
-        self._redo.append(entry)
-        return True
+        return self._travel(self._undo, self._redo, "before")
 
     def redo(self) -> bool:
         """Redo the last undone drag. False if none."""
+        return self._travel(self._redo, self._undo, "after")
+
+    def _travel(self, src: list[dict[str, Any]], dst: list[dict[str, Any]], side: str) -> bool:
         self.end_drag()
-        if not self._redo:
+        if not src:
             return False
-        entry = self._redo.pop()
-        self._restore(entry["after"])
-        self._undo.append(entry)
+        entry = src.pop()
+        self._restore(entry[side])
+        dst.append(entry)
         return True
 
     # -- state and files ----------------------------------------------------
@@ -627,13 +566,13 @@ class DragSession:
             },
             "seed": self.seed,
             "psi": self.psi,
-            "latent": _enc_tensor(self._latent),
-            "w0": _enc_tensor(self.w0),
+            "latent": encode_tensor(self._latent),
+            "w0": encode_tensor(self.w0),
             "points": [
                 {"handle": list(p.handle), "target": list(p.target), "origin": list(o)}
                 for p, o in zip(self._points, origins)
             ],
-            "mask": _enc_mask(self._mask),
+            "mask": encode_mask(self._mask),
             "options": self.options.to_dict(),
         }
         if include_history:
@@ -671,7 +610,7 @@ class DragSession:
             for i, entry in enumerate(hist[kind]):
                 for side in ("before", "after"):
                     self._check_snapshot(entry[side], f"history.{kind}[{i}].{side}")
-        w0 = self._check_ws(_dec_tensor(st["w0"], "w0", self._ws_shape))
+        w0 = self._check_ws(decode_tensor(st["w0"], "w0", self._ws_shape))
         old = (self._latent, self._points, self._mask, self._version)
         self._drag = None
         try:
@@ -680,8 +619,8 @@ class DragSession:
             self._latent, self._points, self._mask, self._version = old
             raise
         self.w0 = w0
-        self._undo = list(hist["undo"])
-        self._redo = list(hist["redo"])
+        self._undo = list(hist["undo"]) if self._history else []
+        self._redo = list(hist["redo"]) if self._history else []
         self.options = options
         self.seed = st["seed"]
         self.psi = float(st["psi"])
@@ -698,8 +637,11 @@ class DragSession:
         return atomic_write_bytes(path, self.to_bytes())
 
     @classmethod
-    def from_bytes(cls, data: bytes, G: Any) -> "DragSession":
+    def from_bytes(cls, data: bytes, G: DragGenerator, *, history: bool = True) -> "DragSession":
         """A session from a session file's bytes (untrusted: validated by :meth:`set_state`).
+
+        The argument order is :meth:`load`'s (``load(path, G)``); ``history=False``
+        drops the file's drag history (see the module docstring).
 
         Raises:
             DragkitError: too large, not JSON, or not a valid session for ``G``;
@@ -719,12 +661,12 @@ class DragSession:
             raise DragkitError("not a dragkit session file (nests too deeply)") from None
         if not isinstance(state, dict) or state.get("format") != SESSION_FORMAT:
             raise DragkitError("not a dragkit session file")
-        s = cls(G, _ws=torch.zeros(1, G.num_ws, G.w_dim, device=next(G.parameters()).device))
+        s = cls(G, history=history, _ws=torch.zeros(1, G.num_ws, G.w_dim, device=next(G.parameters()).device))
         s.set_state(state)
         return s
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], G: Any) -> "DragSession":
+    def load(cls, path: str | os.PathLike[str], G: DragGenerator) -> "DragSession":
         """Read a session written by :meth:`save` for generator ``G``."""
         p = Path(path)
         try:

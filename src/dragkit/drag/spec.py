@@ -16,7 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import SpecError
-from .options import MAX_POINTS, MAX_STEPS, DragOptions
+from .options import MAX_POINTS, MAX_SEED, DragOptions, check_steps
+from .points import check_inside, parse_xy
 
 __all__ = ["EditSpec", "parse_spec", "load_spec", "SPEC_KEYS"]
 
@@ -48,12 +49,6 @@ def _number(v: Any, what: str) -> float:
     return float(v)
 
 
-def _xy(v: Any, what: str) -> tuple[float, float]:
-    if not isinstance(v, list) or len(v) != 2:
-        raise SpecError(f"{what} must be [x, y], got {json.dumps(v)}")
-    return _number(v[0], f"{what} x"), _number(v[1], f"{what} y")
-
-
 def parse_spec(data: Any, base_dir: str | os.PathLike[str] = ".") -> EditSpec:
     """Validate a decoded spec (no model needed; see :func:`check_against_model`)."""
     if not isinstance(data, dict):
@@ -68,7 +63,7 @@ def parse_spec(data: Any, base_dir: str | os.PathLike[str] = ".") -> EditSpec:
     if "latent" in data and data["latent"] is not None and ("seed" in data or "psi" in data):
         raise SpecError("give either latent or seed/psi, not both")
     seed = data.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise SpecError(f"seed must be an integer in [0, 2^32), got {json.dumps(seed)}")
     psi = _number(data.get("psi", 0.7), "psi")
     latent = data.get("latent")
@@ -91,24 +86,15 @@ def parse_spec(data: Any, base_dir: str | os.PathLike[str] = ".") -> EditSpec:
         for k in POINT_KEYS:
             if k not in p:
                 raise SpecError(f"points[{i}] has no {k}")
-        points.append((_xy(p["handle"], f"points[{i}].handle"), _xy(p["target"], f"points[{i}].target")))
+        points.append((parse_xy(p["handle"], f"points[{i}].handle"), parse_xy(p["target"], f"points[{i}].target")))
     mask = data.get("mask")
     if mask is not None:
         if not isinstance(mask, str) or not mask:
             raise SpecError(f"mask must be the path of an image, got {json.dumps(mask)}")
         mask = base / mask
-    max_steps = data.get("max_steps", 300)
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or not 0 <= max_steps <= MAX_STEPS:
-        raise SpecError(f"max_steps must be an integer in [0, {MAX_STEPS}], got {json.dumps(max_steps)[:40]}")
-    opts_raw = data.get("options", {})
-    if opts_raw is None:
-        opts_raw = {}
-    if not isinstance(opts_raw, dict):
-        raise SpecError("options must be an object")
-    for k, v in opts_raw.items():
-        if isinstance(v, float) and not math.isfinite(v):
-            raise SpecError(f"option {k} must be finite, got {v}")
-    options = DragOptions.from_dict(dict(opts_raw))
+    max_steps = check_steps(data.get("max_steps", 300))
+    opts_raw = data.get("options")
+    options = DragOptions.from_dict({} if opts_raw is None else opts_raw)
     return EditSpec(model=model, seed=seed, psi=psi, latent=latent, points=points, mask=mask,
                     max_steps=max_steps, options=options)
 
@@ -188,9 +174,5 @@ def check_points(spec: EditSpec, size: int | Sequence[int]) -> None:
     """
     H, W = _hw(size)
     for i, (h, t) in enumerate(spec.points):
-        for name, (x, y) in (("handle", h), ("target", t)):
-            if not (0 <= x <= W - 1 and 0 <= y <= H - 1):
-                raise SpecError(
-                    f"points[{i}].{name} [{x:g}, {y:g}] lies outside the {W}x{H} (width x height) image "
-                    f"(x 0..{W - 1}, y 0..{H - 1})"
-                )
+        for name, xy in (("handle", h), ("target", t)):
+            check_inside(xy, W, H, f"points[{i}].{name}")

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..drag.core import stop_distance_for
 
 __all__ = ["AuthorsLoop"]
 
@@ -68,7 +67,7 @@ class AuthorsLoop:
         self.mask = None if mask is None or mask.all() or not mask.any() else torch.from_numpy(mask).float().to(dev)
         self.lambda_mask = opts.lambda_mask
         self.feat_refs: list[torch.Tensor] | None = None
-        self.stop_d = opts.stop_distance if opts.stop_distance is not None else stop_distance_for(len(points))
+        self.stop_d = opts.stop_distance_at(len(points))
 
     def _ws(self) -> torch.Tensor:
         w = self.w if self.w.shape[1] == self.k else self.w.expand(-1, self.k, -1)

@@ -9,7 +9,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..drag.core import stop_distance_for
 from ..drag.session import DragOptions, DragSession
 
 __all__ = ["ENGINES", "DragOutcome", "run_drag"]
@@ -71,7 +70,7 @@ def run_drag(
             img = G.synthesis(ws, noise_mode=opts.noise_mode)
         return DragOutcome(image=img.detach().cpu(), latent=ws.detach().cpu(),
                            handles=[(float(h[0]), float(h[1])) for h in handles], distances=dist, steps=0,
-                           reached=all(d <= stop_distance(opts, len(dist)) for d in dist), seconds=0.0,
+                           reached=all(d <= opts.stop_distance_at(len(dist)) for d in dist), seconds=0.0,
                            trace=[float(np.mean(dist))])
     if engine == "dragkit":
         s = DragSession.from_latent(G, ws, options=options)
@@ -129,7 +128,3 @@ def run_drag(
         )
     raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
 
-
-def stop_distance(options: DragOptions, num_points: int) -> float:
-    """The stop distance a drag of ``num_points`` points uses under ``options``."""
-    return options.stop_distance if options.stop_distance is not None else stop_distance_for(num_points)

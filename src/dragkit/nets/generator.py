@@ -13,8 +13,22 @@ an NVIDIA ``G_ema.state_dict()`` loads here with ``strict=True``:
 
 Extras over NVIDIA (keyword-only, so NVIDIA-style calls behave the same):
 :meth:`SynthesisNetwork.run` returns the output of any block and stops after
-the last one asked for, which is the hot path of a drag step.
+the last one asked for, and :meth:`SynthesisNetwork.run_window` computes a
+block's output on a box only (every block on the box it needs), which are
+the hot paths of a drag step.
+
+Windowed runs: the synthesis network is fully convolutional - the const
+input, the (const) noise, the modulated 3x3 convolutions (demodulation
+rescales whole filters, never mixes pixels) and the FIR up-sampling are all
+local - so a block's output on a box depends only on a slightly larger box
+of the previous block's output (:meth:`SynthesisBlock.input_box`).  A
+windowed layer evaluates the modulated convolution in its "scale the
+activations" form (:func:`~.ops.scaled_modulated_conv2d`), whose weight is a
+constant: a drag's backward pass then needs no weight gradient.  The result
+equals the full synthesis up to float summation order (tests/test_nets.py).
 """
+# Why this module is long (~700 lines): one architecture mirroring NVIDIA's networks_stylegan2.py
+# (state dicts map name by name), plus the windowed run, which must live beside the layers it re-uses.
 from __future__ import annotations
 
 import math
@@ -24,17 +38,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from .base import GeneratorBase, jsonable
 from .ops import (
     bias_act,
     conv2d_resample,
+    demodulation_coefs,
     modulated_conv2d,
     normalize_2nd_moment,
+    scaled_modulated_conv2d,
     setup_filter,
     upsample2d,
 )
+from .window import Box, check_box, contains, crop, dilate
 
 NOISE_MODES = ("const", "random", "none")
 ARCHITECTURES = ("orig", "skip", "resnet")
+# Pixels of the half-size map that an up-sampling layer (3x3 transposed conv
+# or the resnet's 1x1, stride 2, then the 4-tap FIR) reads beyond the half of
+# its output box, on each side (SynthesisBlock.input_box).
+_UP_REACH = 1
 
 
 class FullyConnectedLayer(nn.Module):
@@ -220,23 +242,66 @@ class SynthesisLayer(nn.Module):
             self.register_buffer("noise_const", torch.randn([resolution, self.width]))
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self._weight_sq_cache: tuple[Any, torch.Tensor] | None = None
 
     def forward(
-        self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", gain: float = 1.0
+        self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", gain: float = 1.0,
+        box: Box | None = None,
     ) -> torch.Tensor:
+        """Modulated conv, noise, bias and activation.
+
+        Args:
+            x: ``(N, C_in, h, w)``: the whole input map, or (with ``box``) the
+                input on the box this call's output covers (half of it when
+                ``up`` is 2).
+            w: ``(N, w_dim)``.
+            noise_mode: ``'random'``, ``'const'`` or ``'none'``; a windowed
+                call takes ``'const'`` or ``'none'``.
+            box: None for the whole map (NVIDIA's fused form); else the box of
+                this layer's output map that the output covers (windowed run:
+                "scale the activations" form, the noise cropped to ``box``).
+
+        Returns:
+            ``(N, C_out, h * up, w * up)``.
+        """
         styles = self.affine(w)
-        noise = None
-        if self.use_noise and noise_mode == "random":
-            noise = torch.randn([x.shape[0], 1, self.resolution, self.width], device=x.device) * self.noise_strength
-        elif self.use_noise and noise_mode == "const":
-            noise = self.noise_const * self.noise_strength
-        x = modulated_conv2d(
-            x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-            resample_filter=self.resample_filter,
-        )
+        if box is None:
+            noise = None
+            if self.use_noise and noise_mode == "random":
+                noise = torch.randn([x.shape[0], 1, self.resolution, self.width], device=x.device) * self.noise_strength
+            elif self.use_noise and noise_mode == "const":
+                noise = self.noise_const * self.noise_strength
+            x = modulated_conv2d(
+                x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
+                resample_filter=self.resample_filter,
+            )
+        else:
+            if noise_mode == "random":
+                raise ValueError("random noise is drawn for the whole map; a windowed run takes 'const' or 'none'")
+            x = scaled_modulated_conv2d(x, self.weight, styles, demodulation_coefs(self.weight_sq(), styles),
+                                        up=self.up, padding=self.padding, resample_filter=self.resample_filter)
+            if self.use_noise and noise_mode == "const":
+                x0, y0, x1, y1 = box
+                x = x + self.noise_const[y0:y1, x0:x1] * self.noise_strength
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias, act=self.activation, gain=act_gain, clamp=act_clamp)
+
+    def weight_sq(self) -> torch.Tensor:
+        """``sum over the kernel of weight^2``, ``(C_out, C_in)`` (for :func:`~.ops.demodulation_coefs`).
+
+        Cached until the weight changes (a drag calls it every step with the
+        same weight); computed afresh, with its gradient, while the weight
+        itself is being trained.
+        """
+        wt = self.weight
+        if wt.requires_grad and torch.is_grad_enabled():
+            return wt.square().sum(dim=[2, 3])
+        key = (wt.data_ptr(), wt._version, wt.device)
+        if self._weight_sq_cache is None or self._weight_sq_cache[0] != key:
+            with torch.no_grad():
+                self._weight_sq_cache = (key, wt.detach().square().sum(dim=[2, 3]))
+        return self._weight_sq_cache[1]
 
 
 class ToRGBLayer(nn.Module):
@@ -332,17 +397,7 @@ class SynthesisBlock(nn.Module):
             ``(x (N, C_out, R, W), img (N, C_img, R, W) or None)``.
         """
         w_iter = iter(ws.unbind(dim=1))
-        if self.in_channels == 0:
-            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode)
-        elif self.architecture == "resnet":
-            y = self.skip(x, gain=math.sqrt(0.5))
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, gain=math.sqrt(0.5))
-            x = y + x
-        else:
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode)
+        x = self._features(x, w_iter, noise_mode)
         if not want_img:
             return x, None
         if img is not None:
@@ -351,6 +406,85 @@ class SynthesisBlock(nn.Module):
             y = self.torgb(x, next(w_iter))
             img = img + y if img is not None else y
         return x, img
+
+    def input_box(self, box: Box) -> Box | None:
+        """The box of the previous block's output that this block's output on ``box`` depends on.
+
+        ``box`` is in this block's map; the answer is in the previous block's
+        (half-size) map, clipped to it; None for the first block (its input
+        is the learned constant).  conv1 (3x3) reads one pixel around
+        ``box``; conv0 and the resnet skip (3x3 / 1x1 transposed, stride 2,
+        then the 4-tap FIR) read one more pixel of the half-size map around
+        that box's half.  One is exact: tests check it on random boxes of
+        every architecture.
+        """
+        if self.in_channels == 0:
+            return None
+        x0, y0, x1, y1 = dilate(box, self.conv1.padding, (self.width, self.resolution))
+        m = _UP_REACH
+        w, h = self.width // 2, self.resolution // 2
+        return max(x0 // 2 - m, 0), max(y0 // 2 - m, 0), min(-(-x1 // 2) + m, w), min(-(-y1 // 2) + m, h)
+
+    def run_window(
+        self, x: torch.Tensor | None, in_box: Box | None, ws: torch.Tensor, box: Box, noise_mode: str = "const",
+    ) -> torch.Tensor:
+        """This block's feature output on ``box`` only (no RGB branch).
+
+        Args:
+            x: ``(N, C_in, h, w)``, the previous block's output on ``in_box``
+                (None for the first block).
+            in_box: a box of the previous block's map that contains
+                :meth:`input_box` of ``box``.
+            ws: ``(N, num_conv + num_torgb, w_dim)``, as for :meth:`forward`.
+            box: ``(x0, y0, x1, y1)`` in this block's map, end exclusive.
+            noise_mode: ``'const'`` or ``'none'``.
+
+        Returns:
+            ``(N, C_out, y1 - y0, x1 - x0)``: the same numbers as
+            :meth:`forward`'s ``x`` on ``box``, up to float summation order.
+
+        Raises:
+            ValueError: a box outside its map, or an ``in_box`` that misses
+                part of what ``box`` needs.
+        """
+        box = check_box(box, (self.width, self.resolution))
+        need = self.input_box(box)
+        if need is not None:
+            if in_box is None or x is None or not contains(tuple(in_box), need):
+                raise ValueError(f"b{self.resolution} on {box} needs the previous block on {need}, got {in_box}")
+            if tuple(x.shape[2:]) != (in_box[3] - in_box[1], in_box[2] - in_box[0]):
+                raise ValueError(f"x is {list(x.shape[2:])} (height, width), in_box {in_box} is not")
+        return self._features(x, iter(ws.unbind(dim=1)), noise_mode, box, in_box)
+
+    def _features(
+        self, x: torch.Tensor | None, w_iter: Any, noise_mode: str, box: Box | None = None,
+        in_box: Box | None = None,
+    ) -> torch.Tensor:
+        """The convolutions: the whole map when ``box`` is None, else the output on ``box``
+        (``x`` covering ``in_box``).  Windowed, each layer runs on the box its
+        output needs and is cropped to what the next one reads."""
+        if box is None:
+            mid = up = None
+        else:
+            mid = dilate(box, self.conv1.padding, (self.width, self.resolution))  # conv1's input
+            up = None if in_box is None else tuple(2 * v for v in in_box)  # conv0's output
+
+        def cut(t: torch.Tensor, have: Box | None, want: Box | None) -> torch.Tensor:
+            return t if have is None or want is None else crop(t, have, want)
+
+        if self.in_channels == 0:
+            c = self.const if mid is None else self.const[:, mid[1] : mid[3], mid[0] : mid[2]]
+            w = next(w_iter)
+            x = self.conv1(c.unsqueeze(0).expand(w.shape[0], -1, -1, -1), w, noise_mode=noise_mode, box=mid)
+            return cut(x, mid, box)
+        assert x is not None
+        if self.architecture == "resnet":
+            y = cut(self.skip(x, gain=math.sqrt(0.5)), up, box)
+            h = cut(self.conv0(x, next(w_iter), noise_mode=noise_mode, box=up), up, mid)
+            h = self.conv1(h, next(w_iter), noise_mode=noise_mode, gain=math.sqrt(0.5), box=mid)
+            return y + cut(h, mid, box)
+        h = cut(self.conv0(x, next(w_iter), noise_mode=noise_mode, box=up), up, mid)
+        return cut(self.conv1(h, next(w_iter), noise_mode=noise_mode, box=mid), mid, box)
 
 
 class SynthesisNetwork(nn.Module):
@@ -400,7 +534,7 @@ class SynthesisNetwork(nn.Module):
 
     def block_channels(self, res: int) -> int:
         """Number of feature channels output by block ``b{res}``."""
-        return getattr(self, f"b{res}").out_channels
+        return self.block(res).out_channels
 
     def block_size(self, res: int) -> tuple[int, int]:
         """``(height, width)`` of block ``b{res}``'s maps: ``(res, res)``, or ``(res, res // 2)`` when not square."""
@@ -411,17 +545,71 @@ class SynthesisNetwork(nn.Module):
         """Output width in pixels (``img_resolution``, or half of it when not square)."""
         return self.block_size(self.img_resolution)[1]
 
-    def _split_ws(self, ws: torch.Tensor) -> list[torch.Tensor]:
+    def block(self, res: int) -> SynthesisBlock:
+        """Synthesis block ``b{res}``."""
+        if res not in self.block_resolutions:
+            raise ValueError(f"no synthesis block at resolution {res}; blocks: {self.block_resolutions}")
+        return getattr(self, f"b{res}")
+
+    def split_ws(self, ws: torch.Tensor) -> list[torch.Tensor]:
+        """``ws (N, num_ws, w_dim)`` -> the codes of each block, ``(N, num_conv + num_torgb, w_dim)``,
+        in ``block_resolutions`` order (a block's ToRGB code is the next block's first)."""
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ValueError(
                 f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}"
             )
         out, idx = [], 0
         for res in self.block_resolutions:
-            block = getattr(self, f"b{res}")
+            block = self.block(res)
             out.append(ws.narrow(1, idx, block.num_conv + block.num_torgb))
             idx += block.num_conv
         return out
+
+    # -- windowed runs (see the module docstring) ------------------------------
+    def can_window(self, noise_mode: str) -> bool:
+        """Whether :meth:`run_window` can run with ``noise_mode`` (random noise is drawn for whole maps)."""
+        return noise_mode in ("const", "none")
+
+    def input_box(self, res: int, box: Box) -> tuple[int, Box] | None:
+        """``(r, box_r)``: the block ``b{res}`` reads and the box of its output that ``box`` of
+        ``b{res}`` depends on; None for the first block.  Chained from a feature block
+        down to ``b4``, this plans a :meth:`run_window` (``dragkit.drag.features.crop_plan``)."""
+        need = self.block(res).input_box(box)
+        return None if need is None else (res // 2, need)
+
+    def run_window(
+        self, ws: torch.Tensor, res: int, boxes: Mapping[int, Box], noise_mode: str = "const",
+    ) -> torch.Tensor:
+        """Output of block ``b{res}`` on ``boxes[res]``, every block up to it computed on its box only.
+
+        Args:
+            ws: ``(N, num_ws, w_dim)``.
+            res: the block whose output is returned.
+            boxes: ``{r: (x0, y0, x1, y1)}`` for every block ``r <= res``, each
+                in its own map; ``boxes[r // 2]`` must contain
+                ``input_box(r, boxes[r])``.
+            noise_mode: ``'const'`` or ``'none'``.
+
+        Returns:
+            ``(N, C_res, y1 - y0, x1 - x0)`` for ``boxes[res]``: the full
+            synthesis's block output there, up to float summation order.
+
+        Raises:
+            ValueError: unknown block, a random ``noise_mode``, or boxes that
+                do not fit together.
+        """
+        self.block(res)
+        if not self.can_window(noise_mode):
+            raise ValueError(f"a windowed run takes noise_mode 'const' or 'none', got {noise_mode!r}")
+        x: torch.Tensor | None = None
+        have: Box | None = None
+        for r, block_ws in zip(self.block_resolutions, self.split_ws(ws)):
+            x = self.block(r).run_window(x, have, block_ws, boxes[r], noise_mode=noise_mode)
+            have = boxes[r]
+            if r == res:
+                break
+        assert x is not None
+        return x
 
     def run(
         self,
@@ -453,8 +641,8 @@ class SynthesisNetwork(nn.Module):
         last = self.img_resolution if return_image or not wanted else max(wanted)
         feats: dict[int, torch.Tensor] = {}
         x = img = None
-        for res, block_ws in zip(self.block_resolutions, self._split_ws(ws)):
-            block = getattr(self, f"b{res}")
+        for res, block_ws in zip(self.block_resolutions, self.split_ws(ws)):
+            block = self.block(res)
             x, img = block(x, img, block_ws, noise_mode=noise_mode, want_img=return_image)
             if res in wanted:
                 feats[res] = x
@@ -468,7 +656,7 @@ class SynthesisNetwork(nn.Module):
         return img
 
 
-class Generator(nn.Module):
+class Generator(GeneratorBase):
     """StyleGAN2 generator: ``G(z, c) -> image``, a drop-in for NVIDIA's.
 
     Args:
@@ -493,98 +681,15 @@ class Generator(nn.Module):
 
     network_name = "stylegan2.Generator"
 
-    def __init__(
-        self,
-        z_dim: int,
-        c_dim: int,
-        w_dim: int,
-        img_resolution: int,
-        img_channels: int = 3,
-        mapping_kwargs: Mapping[str, Any] | None = None,
-        synthesis_kwargs: Mapping[str, Any] | None = None,
-        **more_synthesis_kwargs: Any,
-    ) -> None:
-        super().__init__()
-        mapping_kwargs = dict(mapping_kwargs or {})
-        synthesis_kwargs = {**dict(synthesis_kwargs or {}), **more_synthesis_kwargs}
-        self.z_dim = int(z_dim)
-        self.c_dim = int(c_dim)
-        self.w_dim = int(w_dim)
-        self.img_resolution = int(img_resolution)
-        self.img_channels = int(img_channels)
-        self.init_kwargs: dict[str, Any] = {
-            "z_dim": self.z_dim,
-            "c_dim": self.c_dim,
-            "w_dim": self.w_dim,
-            "img_resolution": self.img_resolution,
-            "img_channels": self.img_channels,
-            "mapping_kwargs": _jsonable(mapping_kwargs),
-            "synthesis_kwargs": _jsonable(synthesis_kwargs),
-        }
-        self.synthesis = SynthesisNetwork(
-            w_dim=self.w_dim, img_resolution=self.img_resolution, img_channels=self.img_channels,
-            **synthesis_kwargs,
-        )
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(
-            z_dim=self.z_dim, c_dim=self.c_dim, w_dim=self.w_dim, num_ws=self.num_ws, **mapping_kwargs
-        )
-
-    def forward(
-        self,
-        z: torch.Tensor,
-        c: torch.Tensor | None = None,
-        truncation_psi: float = 1.0,
-        truncation_cutoff: int | None = None,
-        noise_mode: str = "const",
-        update_emas: bool = False,
-        **synthesis_kwargs: Any,
-    ) -> torch.Tensor:
-        """``z (N, z_dim)``, ``c (N, c_dim)`` -> image ``(N, C, H, W)`` in ~[-1, 1]."""
-        ws = self.mapping(
-            z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
-        )
-        return self.synthesis(ws, noise_mode=noise_mode, **synthesis_kwargs)
-
-    def z_from_seed(self, seed: int) -> torch.Tensor:
-        """NVIDIA's latent for a seed: ``np.random.RandomState(seed).randn(1, z_dim)``.
-
-        Drawn on the CPU with NumPy so a seed means the same image on every
-        device.  Returns ``(1, z_dim)`` float32 on the generator's device.
-        """
-        z = np.random.RandomState(int(seed)).randn(1, self.z_dim)
-        return torch.from_numpy(z).to(torch.float32).to(self.device)
-
-    def ws_from_seed(self, seed: int, psi: float = 1.0, truncation_cutoff: int | None = None) -> torch.Tensor:
-        """W+ codes ``(1, num_ws, w_dim)`` for a seed (unconditional models, or c = 0)."""
-        z = self.z_from_seed(seed)
-        c = torch.zeros([1, self.c_dim], device=z.device) if self.c_dim else None
-        with torch.no_grad():
-            return self.mapping(z, c, truncation_psi=psi, truncation_cutoff=truncation_cutoff)
-
-    @property
-    def img_height(self) -> int:
-        """Image height in pixels (``img_resolution``)."""
-        return self.img_resolution
+    def _build(self, mapping_kwargs: dict[str, Any], synthesis_kwargs: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
+        synthesis = SynthesisNetwork(w_dim=self.w_dim, img_resolution=self.img_resolution,
+                                     img_channels=self.img_channels, **synthesis_kwargs)
+        mapping = MappingNetwork(z_dim=self.z_dim, c_dim=self.c_dim, w_dim=self.w_dim, num_ws=synthesis.num_ws,
+                                 **mapping_kwargs)
+        return synthesis, mapping
 
     @property
     def img_width(self) -> int:
         """Image width in pixels: ``img_resolution``, or half of it for a non-square generator."""
         return self.synthesis.img_width
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-
-def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            v = _jsonable(v)
-        elif isinstance(v, tuple):
-            v = list(v)
-        elif isinstance(v, np.generic):
-            v = v.item()
-        out[str(k)] = v
-    return out

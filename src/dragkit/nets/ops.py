@@ -149,6 +149,50 @@ def conv2d_resample(
     return upfirdn2d(x, f, padding=(p0 + pt, p1 + pt, p0 + pt, p1 + pt), gain=up * up)
 
 
+def demodulation_coefs(weight_sq: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """Demodulation coefficients ``d = rsqrt(s^2 @ (sum_k W^2)^T + 1e-8)``.
+
+    Args:
+        weight_sq: ``(C_out, C_in)``, the convolution weight squared and
+            summed over its kernel (constant while the weight is).
+        styles: ``(N, C_in)``.
+
+    Returns:
+        ``(N, C_out)``: what each output filter of ``W * s`` is divided by to
+        have unit norm (the same numbers as demodulating the modulated weight).
+    """
+    return (styles.square() @ weight_sq.t() + 1e-8).rsqrt()
+
+
+def scaled_modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    dcoefs: torch.Tensor | None = None,
+    up: int = 1,
+    padding: int = 0,
+    resample_filter: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The modulated convolution in its "scale the activations" form: ``conv(x * s, W) * d``.
+
+    The same maths as convolving with the modulated, demodulated weights
+    ``W * s * d``, but the convolution weight is the constant ``W``: no
+    per-sample ``C_out x C_in x k x k`` tensor is built, and a backward pass
+    needs no weight gradient.  Used for batches and for windowed runs.
+
+    ``x (N, C_in, h, w)``, ``weight (C_out, C_in, k, k)`` (unscaled),
+    ``styles (N, C_in)`` and ``dcoefs (N, C_out)`` (from
+    :func:`demodulation_coefs`; None: no demodulation) give
+    ``(N, C_out, h * up, w * up)``.
+    """
+    n, c_in = styles.shape
+    x = x * styles.to(x.dtype).reshape(n, c_in, 1, 1)
+    x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, padding=padding)
+    if dcoefs is not None:
+        x = x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
+    return x
+
+
 def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -159,7 +203,7 @@ def modulated_conv2d(
     resample_filter: torch.Tensor | None = None,
     demodulate: bool = True,
 ) -> torch.Tensor:
-    """StyleGAN2 modulated convolution (grouped, "fused" form).
+    """StyleGAN2 modulated convolution (grouped, "fused" form for one sample).
 
     Args:
         x: ``(N, C_in, H, W)``.
@@ -181,13 +225,9 @@ def modulated_conv2d(
     if n > 1:
         # Batched form: scale activations instead of building N weight sets
         # (same maths, much cheaper for training batches).
-        x = x * styles.to(x.dtype).reshape(n, c_in, 1, 1)
-        x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, padding=padding)
-        if dcoefs is not None:
-            x = x * dcoefs.to(x.dtype).reshape(n, c_out, 1, 1)
-        if noise is not None:
-            x = x + noise
-        return x
+        x = scaled_modulated_conv2d(x, weight, styles, dcoefs, up=up, padding=padding,
+                                    resample_filter=resample_filter)
+        return x + noise if noise is not None else x
     if dcoefs is not None:
         w = w * dcoefs.reshape(n, c_out, 1, 1, 1)
     x = x.reshape(1, n * c_in, *x.shape[2:])

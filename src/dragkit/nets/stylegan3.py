@@ -39,6 +39,8 @@ the margin over the image.
 Extras over NVIDIA (keyword-only): :meth:`SynthesisNetwork.run` returns the
 output of any layers and stops after the last one asked for.
 """
+# Why this module is long (~570 lines): one architecture (filters, input, layer, geometry,
+# network) mirroring NVIDIA's single networks_stylegan3.py, so state dicts map name by name.
 from __future__ import annotations
 
 import math
@@ -50,7 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .generator import FullyConnectedLayer, MappingNetwork, NOISE_MODES, _jsonable
+from .base import GeneratorBase
+from .generator import FullyConnectedLayer, MappingNetwork, NOISE_MODES
 from .ops import filtered_lrelu
 
 __all__ = [
@@ -538,7 +541,7 @@ class SynthesisNetwork(nn.Module):
         return img
 
 
-class Generator(nn.Module):
+class Generator(GeneratorBase):
     """StyleGAN3 generator: ``G(z, c) -> image``, a drop-in for NVIDIA's (and dragkit's StyleGAN2).
 
     Args:
@@ -554,82 +557,12 @@ class Generator(nn.Module):
 
     network_name = "stylegan3.Generator"
 
-    def __init__(
-        self,
-        z_dim: int,
-        c_dim: int,
-        w_dim: int,
-        img_resolution: int,
-        img_channels: int = 3,
-        mapping_kwargs: Mapping[str, Any] | None = None,
-        synthesis_kwargs: Mapping[str, Any] | None = None,
-        **more_synthesis_kwargs: Any,
-    ) -> None:
-        super().__init__()
-        mapping_kwargs = dict(mapping_kwargs or {})
-        synthesis_kwargs = {**dict(synthesis_kwargs or {}), **more_synthesis_kwargs}
+    def _build(self, mapping_kwargs: dict[str, Any], synthesis_kwargs: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
         unknown = sorted(set(mapping_kwargs) - set(_MAPPING_KEYS))
         if unknown:
             raise ValueError(f"unknown StyleGAN3 mapping argument(s) {unknown}; allowed: {list(_MAPPING_KEYS)}")
-        self.z_dim = int(z_dim)
-        self.c_dim = int(c_dim)
-        self.w_dim = int(w_dim)
-        self.img_resolution = int(img_resolution)
-        self.img_channels = int(img_channels)
-        self.init_kwargs: dict[str, Any] = {
-            "z_dim": self.z_dim,
-            "c_dim": self.c_dim,
-            "w_dim": self.w_dim,
-            "img_resolution": self.img_resolution,
-            "img_channels": self.img_channels,
-            "mapping_kwargs": _jsonable(mapping_kwargs),
-            "synthesis_kwargs": _jsonable(synthesis_kwargs),
-        }
-        self.synthesis = SynthesisNetwork(w_dim=self.w_dim, img_resolution=self.img_resolution,
-                                          img_channels=self.img_channels, **synthesis_kwargs)
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(
-            z_dim=self.z_dim, c_dim=self.c_dim, w_dim=self.w_dim, num_ws=self.num_ws,
-            **{"num_layers": 2, "w_avg_beta": 0.998, **mapping_kwargs},
-        )
-
-    @property
-    def img_height(self) -> int:
-        """Image height in pixels (``img_resolution``)."""
-        return self.img_resolution
-
-    @property
-    def img_width(self) -> int:
-        """Image width in pixels (``img_resolution``: StyleGAN3 images are square)."""
-        return self.img_resolution
-
-    def forward(
-        self,
-        z: torch.Tensor,
-        c: torch.Tensor | None = None,
-        truncation_psi: float = 1.0,
-        truncation_cutoff: int | None = None,
-        noise_mode: str = "const",
-        update_emas: bool = False,
-        **synthesis_kwargs: Any,
-    ) -> torch.Tensor:
-        """``z (N, z_dim)``, ``c (N, c_dim)`` -> image ``(N, C, H, H)`` in ~[-1, 1]."""
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                          update_emas=update_emas)
-        return self.synthesis(ws, noise_mode=noise_mode, update_emas=update_emas, **synthesis_kwargs)
-
-    def z_from_seed(self, seed: int) -> torch.Tensor:
-        """NVIDIA's latent for a seed: ``np.random.RandomState(seed).randn(1, z_dim)``, ``(1, z_dim)`` float32."""
-        z = np.random.RandomState(int(seed)).randn(1, self.z_dim)
-        return torch.from_numpy(z).to(torch.float32).to(self.device)
-
-    def ws_from_seed(self, seed: int, psi: float = 1.0, truncation_cutoff: int | None = None) -> torch.Tensor:
-        """W+ codes ``(1, num_ws, w_dim)`` for a seed (unconditional models, or c = 0)."""
-        z = self.z_from_seed(seed)
-        c = torch.zeros([1, self.c_dim], device=z.device) if self.c_dim else None
-        with torch.no_grad():
-            return self.mapping(z, c, truncation_psi=psi, truncation_cutoff=truncation_cutoff)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
+        synthesis = SynthesisNetwork(w_dim=self.w_dim, img_resolution=self.img_resolution,
+                                     img_channels=self.img_channels, **synthesis_kwargs)
+        mapping = MappingNetwork(z_dim=self.z_dim, c_dim=self.c_dim, w_dim=self.w_dim, num_ws=synthesis.num_ws,
+                                 **{"num_layers": 2, "w_avg_beta": 0.998, **mapping_kwargs})
+        return synthesis, mapping

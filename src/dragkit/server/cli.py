@@ -7,6 +7,7 @@ import socket
 import sys
 
 from ..errors import DragkitError
+from .settings import add_cli_flags, limits_from_args
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
 
@@ -46,11 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "DRAGKIT_TOKEN environment variable, which other users cannot see in `ps` "
                    "(one of them is required for a non-loopback --host)")
     p.add_argument("--sessions-dir", default=None, help="where open edits are saved (default $DRAGKIT_HOME/sessions)")
-    p.add_argument("--keep-days", type=float, default=30,
-                   help="at start, delete saved edits untouched for this many days (default 30; 0 keeps all)")
-    p.add_argument("--max-sessions", type=int, default=16, help="editor tabs open at once (default 16)")
-    p.add_argument("--max-steps", type=int, default=2000, help="largest step cap a user may set (default 2000)")
-    p.add_argument("--max-points", type=int, default=32, help="point pairs per image (default 32)")
+    add_cli_flags(p)  # --max-points, --max-steps, --max-sessions, --keep-days: the Limits' defaults
     p.add_argument("--threads", type=int, default=None,
                    help="PyTorch CPU threads for the optimisation (default: half the CPU cores, at most 8; "
                    "on a busy machine 1 is often fastest)")
@@ -61,7 +58,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from ..drag.options import MAX_POINTS, MAX_STEPS
     from .security import TOKEN_ENV
 
     explicit = bool(os.environ.get(TOKEN_ENV)) or args.token is not None
@@ -70,15 +66,7 @@ def run(args: argparse.Namespace) -> int:
             f"refusing to serve on {args.host}, which other machines can reach, without an explicit token "
             f"(set {TOKEN_ENV}=SECRET, or use --token auto)"
         )
-    for name in ("max_sessions", "max_steps", "max_points"):
-        if getattr(args, name) < 1:
-            raise DragkitError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.max_points > MAX_POINTS:
-        raise DragkitError(f"--max-points must be at most {MAX_POINTS} (the engine's limit)")
-    if args.max_steps > MAX_STEPS:
-        raise DragkitError(f"--max-steps must be at most {MAX_STEPS}")
-    if args.keep_days < 0:
-        raise DragkitError("--keep-days must be >= 0")
+    limits = limits_from_args(args)  # raises with the flag's name
     if not 0 <= args.port <= 65535:
         raise DragkitError(f"--port must be 0..65535, got {args.port}")
 
@@ -86,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..models import cache_dir, resolve_model
-    from .app import Limits, create_app
+    from .app import create_app
     from .security import resolve_token
     from .sessions import SessionStore
 
@@ -96,21 +84,19 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(threads)
     if args.model is not None:
         resolve_model(args.model)  # unknown model: fail now with the list of models
-    limits = Limits(max_sessions=args.max_sessions, max_steps=args.max_steps, max_points=args.max_points,
-                    default_max_steps=min(300, args.max_steps), keep_days=args.keep_days)
     allowed_hosts = None
     if is_loopback(args.host):  # refuse other Host names (DNS rebinding)
         allowed_hosts = LOOPBACK_NAMES | {args.host.strip("[]")}
     sessions_dir = args.sessions_dir or cache_dir() / "sessions"
-    store = SessionStore(sessions_dir, keep_days=args.keep_days)  # creates the folder, private
+    store = SessionStore(sessions_dir, keep_days=limits.keep_days)  # creates the folder, private
     token, token_from = resolve_token(args.token, sessions_dir)
     if token_from == "argument":
         print(f"dragkit serve: warning: a --token given on the command line is visible to other users of this "
               f"machine (ps); set {TOKEN_ENV} instead", file=sys.stderr, flush=True)
-    if args.keep_days > 0:
-        gone = store.prune(args.keep_days)
+    if limits.keep_days > 0:
+        gone = store.prune(limits.keep_days)
         if gone:
-            print(f"dragkit serve: removed {gone} saved edit(s) untouched for {args.keep_days:g} days",
+            print(f"dragkit serve: removed {gone} saved edit(s) untouched for {limits.keep_days:g} days",
                   file=sys.stderr, flush=True)
     app = create_app(args.model, sessions_dir=sessions_dir, token=token, allowed_hosts=allowed_hosts,
                      limits=limits, preload=True)

@@ -2,57 +2,48 @@
 
 Everything the app asks of :class:`dragkit.drag.session.DragSession` goes
 through :class:`Edit`, so a change of names in ``drag/`` changes this file
-only.  An :class:`Edit` is one tab's picture: a DragSession plus what the
-app adds around it (model name, seed, psi).  Its :meth:`Edit.snapshot` is a
-JSON-able dict used for undo/redo and for the session files on disk.
+only.  An :class:`Edit` is one tab's picture: a DragSession (which holds the
+latent, points, mask, options, seed and psi) and the name of its model.
+Results are the engine's own :class:`~dragkit.drag.session.StepResult`
+(distances, per-point ``arrived`` and the stop distance come from there),
+options are checked by :meth:`DragOptions.replace`, point indices and
+coordinates by the session.  :meth:`Edit.snapshot` is a JSON-able dict used
+for the tab's undo/redo history and its files on disk; the sessions are made
+with ``history=False``, since the tab's history is the app's one undo system.
 
 Not thread-safe: the server calls every method from its single compute
 thread (:mod:`dragkit.server.compute`).
 """
 from __future__ import annotations
 
-import dataclasses
 import io
-import math
-from dataclasses import dataclass
-from typing import Any, Sequence
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from PIL import Image
 
-from ..drag.options import OPTION_RANGES, check_option
-from ..errors import DragkitError, SpecError
+from ..drag.options import OPTION_NAMES, option_limits
+from ..errors import DragkitError
 
-# Options the web app lets users set: DragOptions' own table (DESIGN.md,
-# "Edit spec"), less noise_mode.  Ranges and messages are the engine's.
-OPTION_KINDS: dict[str, tuple] = {k: v for k, v in OPTION_RANGES.items() if k != "noise_mode"}
+if TYPE_CHECKING:
+    from ..drag.session import DragSession, StepResult
+
+log = logging.getLogger("dragkit.server")
+
+#: Options the web app lets users set: the engine's, less noise_mode.
+APP_OPTIONS: tuple[str, ...] = tuple(n for n in OPTION_NAMES if n != "noise_mode")
 #: Largest mask PNG accepted from a browser, bytes.
 MAX_MASK_BYTES = 4 * 1024 * 1024
 
 
-def _session_module():
+def _session_class() -> "type[DragSession]":
     # Imported lazily: the server package must import (and `dragkit serve
     # --help` must work) even if the drag engine is broken or missing.
-    from ..drag import session as session_mod
+    from ..drag.session import DragSession
 
-    return session_mod
-
-
-def options_to_dict(options: Any) -> dict[str, Any]:
-    d = dataclasses.asdict(options)
-    return {k: d[k] for k in OPTION_KINDS if k in d}
-
-
-def check_options(values: dict[str, Any], num_ws: int | None = None) -> dict[str, Any]:
-    """Validate user-set options (static ranges; the model's bounds are checked on set); a cleaned copy."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in OPTION_KINDS:
-            raise SpecError(f"unknown option {str(key)[:40]!r}; known: {', '.join(OPTION_KINDS)}")
-        out[key] = check_option(key, value)
-        if key == "layers" and num_ws is not None and out[key] > num_ws:
-            raise SpecError(f"option layers must be between 1 and {num_ws}, got {out[key]}")
-    return out
+    return DragSession
 
 
 def mask_to_png(mask: np.ndarray | None) -> bytes | None:
@@ -74,51 +65,46 @@ def png_to_mask(data: bytes, size: int | Sequence[int]) -> np.ndarray:
     return read_mask(data, (W, H), what="mask", max_bytes=MAX_MASK_BYTES)
 
 
-@dataclass
-class StepOut:
-    """One optimisation step as the server reports it."""
-
-    step: int
-    points: list[list[float]]  # tracked handles, [x, y] pixels
-    distances: list[float]  # handle -> target, pixels
-    done: bool
-    reached: bool
+def warm_up(G: Any) -> None:
+    """One throwaway drag step, so a user's first Start does not pay PyTorch's start-up costs."""
+    try:
+        s = _session_class()(G, seed=0, history=False)
+        H, W = s.image_size  # a point inside the image, also a non-square (H x H/2) one
+        cx, cy = W // 2, H // 2
+        s.add_point(handle=(cx, cy), target=(min(cx + 4, W - 1), cy))
+        s.step()
+        s.image()
+    except Exception:  # a model the drag cannot use fails later, with its real error
+        log.warning("warm-up drag failed for %s", G.model_name, exc_info=True)
 
 
 class Edit:
-    """One tab's picture: a DragSession + model name, seed and psi."""
+    """One tab's picture: a DragSession and the name of its model."""
 
-    def __init__(self, G: Any, model: str, session: Any, seed: int | None, psi: float) -> None:
+    def __init__(self, G: Any, model: str, session: "DragSession") -> None:
         self.G = G
         self.model = model
         self.session = session
-        self.seed = seed
-        self.psi = float(psi)
 
     # -- construction ----------------------------------------------------
     @classmethod
-    def new(cls, G: Any, model: str, seed: int, psi: float, options: dict[str, Any] | None = None) -> "Edit":
-        mod = _session_module()
-        session = mod.DragSession(G, seed=int(seed), psi=float(psi))
-        edit = cls(G, model, session, int(seed), psi)
-        if options:
-            edit.set_options(options)
-        return edit
+    def new(cls, G: Any, model: str, seed: int, psi: float) -> "Edit":
+        return cls(G, model, _session_class()(G, seed=int(seed), psi=float(psi), history=False))
 
     @classmethod
     def from_snapshot(cls, G: Any, snap: dict[str, Any]) -> "Edit":
+        """Rebuild an edit from :meth:`snapshot` (validated by ``DragSession.set_state``)."""
         import torch
 
-        mod = _session_module()
         # The zero latent is replaced by set_state; it only builds a session.
-        session = mod.DragSession.from_latent(G, torch.zeros(1, int(G.num_ws), int(G.w_dim)))
+        session = _session_class().from_latent(G, torch.zeros(1, int(G.num_ws), int(G.w_dim)), history=False)
         session.set_state(snap["engine"])
-        return cls(G, snap["model"], session, snap.get("seed"), snap.get("psi", 0.7))
+        return cls(G, snap["model"], session)
 
     @classmethod
     def from_file(cls, G: Any, model: str, data: bytes) -> "Edit":
         """Open a session file (what :meth:`file_bytes` wrote) for generator ``G`` (no temporary files)."""
-        return cls(G, model, _session_module().DragSession.from_bytes(data, G), None, 0.7)
+        return cls(G, model, _session_class().from_bytes(data, G, history=False))
 
     # -- reading -----------------------------------------------------------
     @property
@@ -134,27 +120,43 @@ class Edit:
     def num_ws(self) -> int:
         return int(self.G.num_ws)
 
+    @property
+    def seed(self) -> int | None:
+        return self.session.seed
+
+    @property
+    def psi(self) -> float:
+        return float(self.session.psi)
+
+    @property
+    def num_points(self) -> int:
+        return self.session.num_points
+
+    def status(self) -> "StepResult":
+        """The points as they are now, with distances, ``arrived`` and the stop distance (the engine's)."""
+        return self.session.status()
+
     def points(self) -> list[dict[str, list[float]]]:
-        return [
-            {"handle": [float(p.handle[0]), float(p.handle[1])], "target": [float(p.target[0]), float(p.target[1])]}
-            for p in self.session.points
-        ]
+        return [{"handle": [float(p.handle[0]), float(p.handle[1])], "target": [float(p.target[0]), float(p.target[1])]}
+                for p in self.session.points]
 
     def mask(self) -> np.ndarray | None:
-        m = self.session.mask
-        if m is None:
-            return None
-        if hasattr(m, "detach"):
-            m = m.detach().cpu().numpy()
-        return np.asarray(m, dtype=bool)
+        return self.session.mask
 
     def options(self) -> dict[str, Any]:
         """User-set options; None means the engine's default for this model."""
-        return options_to_dict(self.session.options)
+        d = self.session.options.to_dict()
+        return {k: d[k] for k in APP_OPTIONS}
 
     def resolved_options(self) -> dict[str, Any]:
         """Options with every default filled in for this model (what the next drag uses)."""
-        return options_to_dict(self.session.options.resolved(self.G))
+        d = self.session.options.resolved(self.G).to_dict()
+        return {k: d[k] for k in APP_OPTIONS}
+
+    def option_limits(self) -> dict[str, Any]:
+        """What each option may be for this model (:func:`~dragkit.drag.options.option_limits`), JSON."""
+        limits = option_limits(self.G)
+        return {k: limits[k].to_json() for k in APP_OPTIONS}
 
     def image(self) -> Image.Image:
         return self.session.image()
@@ -165,8 +167,7 @@ class Edit:
         return buf.getvalue()
 
     def snapshot(self) -> dict[str, Any]:
-        # The app keeps its own history (every point and mask action, not just
-        # drags), so the engine's drag history is left out of snapshots.
+        """``{model, seed, psi, engine}``: everything this edit is, JSON-able (an undo level)."""
         return {"model": self.model, "seed": self.seed, "psi": self.psi,
                 "engine": self.session.get_state(include_history=False)}
 
@@ -174,7 +175,6 @@ class Edit:
         """Go back to ``snap`` (same model) but keep the current options."""
         options = self.options()
         self.session.set_state(snap["engine"])
-        self.seed, self.psi = snap.get("seed"), float(snap.get("psi", 0.7))
         self.set_options(options)
 
     def file_bytes(self) -> bytes:
@@ -182,72 +182,43 @@ class Edit:
         return self.session.to_bytes()
 
     def check_drag(self) -> None:
-        """Raise SpecError if a drag of the current points and options passes the engine's bounds."""
+        """Raise SpecError unless a drag of the current points and options passes the engine's bounds."""
         self.session.check_drag()
 
-    # -- editing (points are checked by the session: inside 0..H-1) ----------
+    # -- editing (points and indices are checked by the session) ------------
     def add_point(self, handle: Sequence[float], target: Sequence[float]) -> int:
-        return int(self.session.add_point(handle=tuple(handle), target=tuple(target)))
+        return self.session.add_point(handle=handle, target=target)
 
     def move_point(self, index: int, handle: Sequence[float] | None, target: Sequence[float] | None) -> None:
-        self._check_index(index)
         self.session.move_point(index, handle=handle, target=target)
 
     def remove_point(self, index: int) -> None:
-        self._check_index(index)
         self.session.remove_point(index)
 
     def clear_points(self) -> None:
         self.session.clear_points()
-
-    def _check_index(self, index: int) -> None:
-        n = len(self.session.points)
-        if not 0 <= index < n:
-            raise SpecError(f"no point pair #{index}; there are {n}")
 
     def set_mask(self, mask: np.ndarray | None) -> None:
         self.session.set_mask(None if mask is None or not mask.any() else mask)
 
     def set_options(self, values: dict[str, Any]) -> None:
         """Change options for the next drag; raises SpecError (nothing changed) if they do not fit."""
-        clean = check_options(values, self.num_ws)
-        new = dataclasses.replace(self.session.options, **clean)
-        new.validate(self.G)
-        self.session.options = new
+        self.session.options = self.session.options.replace(values, self.G, names=APP_OPTIONS)
 
-    def step(self) -> StepOut:
+    def step(self) -> "StepResult":
         """One optimisation step (tracks the handles first)."""
-        return self._out(self.session.step())
+        return self.session.step()
 
-    def finish(self) -> StepOut:
-        """End the drag: track the handles on the final image, record it in the engine."""
-        r = self.session.track() if self.session.dragging else None
-        self.session.end_drag()
-        if r is None:
-            return StepOut(0, [p["handle"] for p in self.points()], self._distances(), True, False)
-        return self._out(r)
-
-    def _distances(self) -> list[float]:
-        return [math.hypot(p.target[0] - p.handle[0], p.target[1] - p.handle[1]) for p in self.session.points]
-
-    @staticmethod
-    def _out(r: Any) -> StepOut:
-        return StepOut(
-            step=int(r.step),
-            points=[[float(p.handle[0]), float(p.handle[1])] for p in r.points],
-            distances=[float(d) for d in r.distances],
-            done=bool(r.done),
-            reached=bool(r.reached),
-        )
+    def finish(self) -> "StepResult":
+        """End the drag: track the handles on the final image (the engine's ``finish``)."""
+        return self.session.finish()
 
 
 def session_file_model(data: bytes) -> str | None:
     """The model name recorded in a session file, if any (None if absent)."""
-    import json
-
     try:
         doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise DragkitError("not a dragkit session file (not JSON)") from None
     if not isinstance(doc, dict):
         raise DragkitError("not a dragkit session file (JSON is not an object)")
@@ -257,12 +228,4 @@ def session_file_model(data: bytes) -> str | None:
     return model if isinstance(model, str) and model else None
 
 
-__all__ = [
-    "Edit",
-    "StepOut",
-    "OPTION_KINDS",
-    "check_options",
-    "mask_to_png",
-    "png_to_mask",
-    "session_file_model",
-]
+__all__ = ["Edit", "APP_OPTIONS", "mask_to_png", "png_to_mask", "session_file_model", "warm_up"]

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import DragkitError, SpecError
 from ..utils import atomic_write_bytes
-from .engine import Edit
+from .engine import Edit, warm_up
 from .schema import APP_FORMAT, APP_VERSION, blob_id, parse_app_session
 
 log = logging.getLogger("dragkit.server")
@@ -87,27 +87,12 @@ class ModelCache:
         G = load_model(name)
         for p in G.parameters():
             p.requires_grad_(False)
-        _warm_up(G)
+        warm_up(G)
         with self._lock:
             self._models[name] = G
             while len(self._models) > self._max:
                 self._models.popitem(last=False)
         return G
-
-
-def _warm_up(G: Any) -> None:
-    """One throwaway drag step, so a user's first Start does not pay PyTorch's start-up costs."""
-    from ..drag.session import DragSession
-
-    try:
-        s = DragSession(G, seed=0)
-        H, W = s.image_size  # a point inside the image, also a non-square (H x H/2) one
-        cx, cy = W // 2, H // 2
-        s.add_point(handle=(cx, cy), target=(min(cx + 4, W - 1), cy))
-        s.step()
-        s.image()
-    except Exception:  # a model the drag cannot use fails later, with its real error
-        log.warning("warm-up drag failed for %s", getattr(G, "model_name", "?"), exc_info=True)
 
 
 class Tab:
@@ -159,17 +144,17 @@ class Tab:
             self.set_edit(Edit.from_snapshot(models.get(snap["model"]), snap))
 
     def undo(self, models: ModelCache) -> None:
-        if not self.undo_stack:
-            raise SpecError("nothing to undo")
-        snap = self.undo_stack.pop()
-        self.redo_stack.append(self.edit.snapshot())
-        self.restore(snap, models)
+        """Back to the snapshot before the last action (the current one goes on the redo stack)."""
+        self._travel(self.undo_stack, self.redo_stack, models, "nothing to undo")
 
     def redo(self, models: ModelCache) -> None:
-        if not self.redo_stack:
-            raise SpecError("nothing to redo")
-        snap = self.redo_stack.pop()
-        self.undo_stack.append(self.edit.snapshot())
+        self._travel(self.redo_stack, self.undo_stack, models, "nothing to redo")
+
+    def _travel(self, src: list[dict[str, Any]], dst: list[dict[str, Any]], models: ModelCache, empty: str) -> None:
+        if not src:
+            raise SpecError(empty)
+        snap = src.pop()
+        dst.append(self.edit.snapshot())
         self.restore(snap, models)
 
     def copy_as(self, sid: str, models: ModelCache) -> "Tab":

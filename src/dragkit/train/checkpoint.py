@@ -18,25 +18,20 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..utils import atomic_write_bytes as _atomic_write_bytes
+from ..utils import atomic_write_bytes
 
-__all__ = ["atomic_write_bytes", "save_checkpoint", "load_checkpoint", "CHECKPOINT_NAME"]
+__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "dragkit-train-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename (durable)."""
-    return _atomic_write_bytes(path, data, durable=True)
-
-
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     """Atomically write a training state (see :class:`dragkit.train.loop.Trainer`)."""
     buf = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}, buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    atomic_write_bytes(Path(path), buf.getvalue(), durable=True)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

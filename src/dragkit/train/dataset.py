@@ -248,7 +248,7 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, cols: int | None = 
     """Save ``(N, 3, R, R)`` images (uint8, or float in [-1, 1]) as one PNG grid, atomically."""
     from PIL import Image
 
-    from .checkpoint import atomic_write_bytes
+    from ..utils import atomic_write_bytes
 
     if images.dtype != torch.uint8:
         images = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -262,4 +262,4 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, cols: int | None = 
         canvas[r * h:(r + 1) * h, q * w:(q + 1) * w] = arr[i]
     buf = io.BytesIO()
     Image.fromarray(canvas.squeeze(-1) if c == 1 else canvas).save(buf, format="PNG")
-    atomic_write_bytes(Path(path), buf.getvalue())
+    atomic_write_bytes(Path(path), buf.getvalue(), durable=True)

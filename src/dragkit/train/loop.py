@@ -28,6 +28,8 @@ Outputs in ``outdir``: ``checkpoint.pt`` (atomic), ``log.jsonl`` (one JSON
 object per tick), ``reals.png`` and ``fakes{kimg:08.3f}.png`` sample grids,
 ``config.json``.
 """
+# Why this module is long (~720 lines): the Trainer's phases (G, D, R1, path length, EMA,
+# snapshots, resume) share its state; splitting them would pass that state around by hand.
 from __future__ import annotations
 
 import copy
@@ -46,8 +48,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, DragkitError
+from ..utils import atomic_write_bytes
 from .augment import diff_augment, parse_policy
-from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .dataset import ImageDataset, ToyWorldSource, open_source, parse_range, save_grid, to_float
 
 __all__ = ["TrainConfig", "Trainer", "PRESETS", "make_config"]
@@ -587,7 +590,7 @@ class Trainer:
         if main:
             self.outdir.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.outdir / "config.json",
-                               (json.dumps(dataclasses.asdict(cfg), indent=2) + "\n").encode())
+                               (json.dumps(dataclasses.asdict(cfg), indent=2) + "\n").encode(), durable=True)
         total = int(round(cfg.kimg * 1000))
         if main and self.cur_nimg == 0 and not (self.outdir / "reals.png").exists():
             save_grid(self.source.grid(cfg.grid), self.outdir / "reals.png", cols=min(8, cfg.grid))

@@ -1,0 +1,138 @@
+"""HTTP routes and the websocket endpoint, on one :class:`fastapi.APIRouter`.
+
+Cross-cutting lookups are dependencies: :func:`get_server` (the app's
+:class:`~.server.Server`) and :func:`get_tab` (the tab named in the path,
+from memory or disk, or ``HTTPException(404)``).  Errors are
+``HTTPException``s; :func:`http_error` renders them as ``{"error": message}``.
+"""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.requests import HTTPConnection
+
+from .. import __version__
+from ..errors import DragkitError
+from ..video import MEDIA_TYPES, encode_video
+from .connection import Connection
+from .server import Server
+from .sessions import Tab
+
+__all__ = ["router", "get_server", "get_tab", "http_error", "STATIC_DIR"]
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: Progress videos: small models are upscaled (nearest) to at least this height, the last frame held.
+VIDEO_MIN_SIDE, VIDEO_FPS, VIDEO_HOLD_SECONDS = 256, 15, 0.5
+
+router = APIRouter()
+
+
+def get_server(conn: HTTPConnection) -> Server:
+    """The app's :class:`~.server.Server` (HTTP requests and websockets alike)."""
+    return conn.app.state.server
+
+
+ServerDep = Annotated[Server, Depends(get_server)]
+
+
+async def get_tab(sid: str, server: ServerDep) -> Tab:
+    """The tab ``sid`` (for downloads); 404 if the id is malformed, unknown or its files are damaged."""
+    try:
+        return await server.tab_for(sid)
+    except DragkitError as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+TabDep = Annotated[Tab, Depends(get_tab)]
+
+
+def _attachment(data: bytes, media: str, name: str) -> Response:
+    return Response(data, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _edit(tab: Tab) -> Any:
+    if tab.edit is None:
+        raise HTTPException(404, "no image yet")
+    return tab.edit
+
+
+async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Every HTTP error as ``{"error": message}``."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+@router.get("/", include_in_schema=False)
+def page() -> Response:
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/api/health")
+def health(server: ServerDep) -> dict[str, Any]:
+    return {"ok": True, "version": __version__, "default_model": server.model_name(), "live_tabs": server.live}
+
+
+@router.get("/api/models")
+def models(server: ServerDep) -> dict[str, Any]:
+    return {"models": server.models_json(), "default": server.model_name()}
+
+
+@router.get("/api/sessions/{sid}/image.png")
+async def image_png(tab: TabDep, server: ServerDep) -> Response:
+    edit = _edit(tab)
+
+    def get() -> bytes:
+        if tab.image_png is None:
+            tab.refresh_image()
+        return tab.image_png
+
+    png = await server.run(tab.sid, get)
+    return _attachment(png, "image/png", f"dragkit-{edit.model}-{edit.seed if edit.seed is not None else 'edit'}.png")
+
+
+@router.get("/api/sessions/{sid}/session.dragkit.json")
+async def session_file(tab: TabDep, server: ServerDep) -> Response:
+    edit = _edit(tab)
+    data = await server.run(tab.sid, edit.file_bytes)
+    return _attachment(data, "application/json", "edit.dragkit.json")
+
+
+@router.get("/api/sessions/{sid}/progress.{ext}")
+async def progress_video(ext: str, tab: TabDep) -> Response:
+    if ext not in MEDIA_TYPES:
+        raise HTTPException(404, "progress video is .mp4 or .gif")
+    frames = list(tab.video_frames)
+    if not frames:
+        raise HTTPException(404, "no drag yet in this session: run one, then download its video")
+    try:
+        data = await asyncio.to_thread(encode_video, frames, ext, VIDEO_FPS, min_side=VIDEO_MIN_SIDE,
+                                       hold=VIDEO_HOLD_SECONDS)
+    except DragkitError as exc:
+        raise HTTPException(503, str(exc)) from None
+    return _attachment(data, MEDIA_TYPES[ext], f"dragkit-progress.{ext}")
+
+
+@router.post("/api/sessions/{sid}/upload-image")
+async def upload_image(sid: str) -> Response:
+    # Hook for real photos: needs GAN inversion (dragkit.invert), which the
+    # app does not use yet.  Refuse clearly instead of pretending.
+    raise HTTPException(501, "editing your own photo needs GAN inversion, which dragkit does not have yet")
+
+
+@router.websocket("/ws")
+async def websocket(ws: WebSocket, server: ServerDep) -> None:
+    await ws.accept()
+    if server.pending >= server.limits.max_pending:  # connections that have not said hello are bounded too
+        await ws.close(code=1013, reason="too many connections waiting to say hello")
+        return
+    conn = Connection(ws, server)
+    server.pending += 1
+    try:
+        await conn.serve()
+    finally:
+        if not conn.said_hello:
+            server.pending -= 1
