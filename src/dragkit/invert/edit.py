@@ -1,0 +1,232 @@
+"""An inversion on disk: a session file and the files beside it.
+
+``save_inversion(inv, "edit.dragkit.json", model="faces128")`` writes::
+
+    edit.dragkit.json            the DragSession (drag/session.py's format, unchanged) on the W+ codes,
+                                 plus an "inversion" block (ignored by DragSession.set_state)
+    edit.latent.npy              the W+ codes (1, num_ws, w_dim) float32, for a spec's "latent"
+    edit.photo.png               the photo as the model sees it (the aligned crop)
+    edit.recon.png               the reconstruction
+    edit.generator.safetensors   only when the inversion tuned a generator (PTI, or optimised noise
+    edit.generator.json          maps): that generator, native format, float32 - it belongs to this edit
+
+The session's ``model.name`` is then the tuned generator's file name
+(relative to the session file), otherwise the model as given.  The
+``inversion`` block records the base model, the generator file and its
+SHA-256, the photo's description, the crop's matrix, the settings and the
+measured PSNR/SSIM.  :func:`load_inversion` opens it again: it loads the
+tuned generator from the session's own folder only (a plain file name,
+never a path elsewhere), checks its SHA-256, and restores the session.
+
+Everything is computed before anything is written, every file is written
+atomically, the session file last; if a write fails the files this call
+already wrote are removed, so there is never a session pointing at
+missing files.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DragkitError
+
+__all__ = ["INVERSION_FORMAT", "edit_paths", "save_inversion", "load_inversion", "read_inversion_block"]
+
+INVERSION_FORMAT = "dragkit-inversion"
+INVERSION_VERSION = 1
+
+
+def edit_paths(out: str | os.PathLike[str]) -> dict[str, Path]:
+    """The files of an edit whose session is ``out`` (``X.dragkit.json`` or ``X.json``)."""
+    p = Path(out)
+    name = p.name
+    if name.endswith(".dragkit.json"):
+        stem = name[: -len(".dragkit.json")]
+    elif name.endswith(".json"):
+        stem = name[: -len(".json")]
+    else:
+        raise DragkitError(f"--out {out}: the session file is JSON; name it NAME.dragkit.json")
+    if not stem:
+        raise DragkitError(f"--out {out}: needs a name before .dragkit.json")
+    d = p.parent
+    return {
+        "session": p,
+        "latent": d / f"{stem}.latent.npy",
+        "photo": d / f"{stem}.photo.png",
+        "reconstruction": d / f"{stem}.recon.png",
+        "generator": d / f"{stem}.generator.safetensors",
+        "generator_config": d / f"{stem}.generator.json",
+    }
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(a, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_inversion(inv: Any, out: str | os.PathLike[str], *, model: str, options: Any | None = None) -> dict[str, Path]:
+    """Write an :class:`~dragkit.invert.pipeline.Inversion` as a session and its companion files.
+
+    Args:
+        inv: the inversion.
+        out: the session file, ``NAME.dragkit.json``.
+        model: the base model as the user named it (registry name or path), recorded in the session.
+        options: :class:`~dragkit.drag.session.DragOptions` for the session (default settings when None).
+
+    Returns:
+        ``{'session': ..., 'latent': ..., 'photo': ..., 'reconstruction': ..., ['generator', 'generator_config']}``.
+
+    Raises:
+        DragkitError: bad ``out`` name, or a file cannot be written (nothing of this call is left then).
+    """
+    from ..drag.session import DragSession
+    from ..formats.native import native_paths
+    from ..utils import atomic_write_bytes
+
+    paths = edit_paths(out)
+    for key in ("session", "latent", "photo", "reconstruction"):
+        if paths[key].is_dir():
+            raise DragkitError(f"{paths[key]} is a folder")
+    blobs: dict[str, bytes] = {
+        "latent": _npy(inv.ws.detach().cpu().numpy()),
+        "photo": _png(inv.target),
+        "reconstruction": _png(inv.reconstruction),
+    }
+    gen_ref = None
+    if inv.tuned:
+        from safetensors.torch import save
+
+        weights, cfg = native_paths(paths["generator"])
+        G = inv.G
+        meta = dict(getattr(G, "dragkit_metadata", {}) or {})
+        meta["edit"] = {"tuned_for": paths["session"].name, "base_model": str(model),
+                        "how": "pivotal tuning" if inv.config.pti else "projection with optimised noise maps"}
+        config = {"format": "dragkit-native", "version": 1, "network": "stylegan2.Generator",
+                  "init_kwargs": G.init_kwargs, "metadata": meta}
+        blobs["generator"] = save({k: v.detach().cpu().contiguous().clone() for k, v in G.state_dict().items()})
+        blobs["generator_config"] = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+        gen_ref = weights.name
+    # The session: DragSession's own state of the latent, on the generator it belongs to.
+    G = inv.G
+    old_name = getattr(G, "model_name", None)
+    try:
+        G.model_name = gen_ref or str(model)
+        state = DragSession.from_latent(G, inv.ws, options=options).get_state()
+    finally:
+        G.model_name = old_name
+    al = inv.alignment
+    ph = inv.photo
+    state["inversion"] = {
+        "format": INVERSION_FORMAT,
+        "version": INVERSION_VERSION,
+        "base_model": str(model),
+        "generator": gen_ref,
+        "generator_sha256": _sha256(blobs["generator"]) if gen_ref else None,
+        "latent": paths["latent"].name,
+        "photo": paths["photo"].name,
+        "reconstruction": paths["reconstruction"].name,
+        "source": {"file": Path(ph.source).name if ph.source and not ph.source.startswith("<") else ph.source,
+                   "format": ph.format, "mode": ph.mode, "stored_size": list(ph.stored_size),
+                   "exif_rotated": ph.exif_rotated, "grayscale": ph.grayscale},
+        "alignment": al.to_json() if al is not None else None,
+        "psnr": inv.psnr, "ssim": inv.ssim,
+        "psnr_projection": inv.psnr_projection, "ssim_projection": inv.ssim_projection,
+        "pti_locality_psnr": inv.pti_result.locality_psnr if inv.pti_result is not None else None,
+        "settings": inv.config.to_dict(),
+        "seconds": inv.seconds,
+        "warnings": list(inv.warnings),
+    }
+    blobs["session"] = json.dumps(state, separators=(",", ":")).encode()
+    order = ["latent", "photo", "reconstruction"] + (["generator", "generator_config"] if gen_ref else []) + ["session"]
+    written: list[Path] = []
+    try:
+        for key in order:
+            atomic_write_bytes(paths[key], blobs[key])
+            written.append(paths[key])
+    except OSError as exc:
+        for p in written:
+            try:
+                p.unlink()
+            except OSError:
+                pass
+        raise DragkitError(f"cannot write {paths[key]}: {exc.strerror or exc}") from None
+    return {k: paths[k] for k in order}
+
+
+def read_inversion_block(state: Any, source: str = "session") -> dict[str, Any] | None:
+    """The ``inversion`` block of a session state, validated (None when the session is not an inversion)."""
+    if not isinstance(state, dict):
+        raise DragkitError(f"{source}: not a dragkit session file")
+    block = state.get("inversion")
+    if block is None:
+        return None
+    if not isinstance(block, dict) or block.get("format") != INVERSION_FORMAT:
+        raise DragkitError(f"{source}: malformed inversion block")
+    if int(block.get("version", 0)) > INVERSION_VERSION:
+        raise DragkitError(f"{source}: inversion version {block.get('version')} is newer than this dragkit supports")
+    gen = block.get("generator")
+    if gen is not None:
+        if not isinstance(gen, str) or Path(gen).name != gen or gen in (".", "..") or not gen.endswith(".safetensors"):
+            raise DragkitError(f"{source}: the tuned generator must be a .safetensors file beside the session, "
+                               f"got {gen!r}")
+    return block
+
+
+def load_inversion(path: str | os.PathLike[str], device: str = "cpu", model: str | None = None):
+    """Open a session written by :func:`save_inversion` (or any session file) with the right generator.
+
+    The tuned generator, when there is one, comes from the session's own
+    folder and must match the SHA-256 recorded at save time; otherwise the
+    model is ``model`` or the one the session names.
+
+    Returns:
+        ``(session, block)``: the :class:`~dragkit.drag.session.DragSession` and the inversion block (or None).
+
+    Raises:
+        DragkitError: not a session, a missing or altered generator file, or a model that does not fit.
+    """
+    from ..drag.session import DragSession
+    from ..models import load_model
+
+    p = Path(path)
+    try:
+        state = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DragkitError(f"{p}: no such session file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DragkitError(f"{p}: not a dragkit session file ({exc})") from None
+    block = read_inversion_block(state, str(p))
+    if block is not None and block.get("generator"):
+        gpath = p.parent / block["generator"]
+        try:
+            data = gpath.read_bytes()
+        except OSError:
+            raise DragkitError(f"{p}: its tuned generator {gpath} is missing") from None
+        if block.get("generator_sha256") and _sha256(data) != block["generator_sha256"]:
+            raise DragkitError(f"{gpath}: does not match the SHA-256 recorded in {p.name} (replaced or damaged)")
+        G = load_model(gpath, device=device)
+    else:
+        name = model or (state.get("model") or {}).get("name") or (block or {}).get("base_model")
+        if not name:
+            raise DragkitError(f"{p}: the session names no model; pass one")
+        G = load_model(name, device=device)
+    return DragSession.load(p, G), block
