@@ -463,3 +463,21 @@ def test_loss_weights_parse():
         LossWeights.parse("pixel=lots")
     with pytest.raises(Exception, match=">= 0"):
         LossWeights.parse("pixel=-1")
+
+
+def test_a_failed_save_leaves_the_older_edit_as_it_was(toy, tmp_path, monkeypatch):
+    inv = invert_photo(toy, toy_photo(toy, 104), toy_config(w_steps=3, wplus_steps=3))
+    first = save_inversion(inv, tmp_path / "e.dragkit.json", model="toy")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    inv.tuned = True  # now it has a generator to write, and writing it fails
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    import dragkit.formats
+
+    monkeypatch.setattr(dragkit.formats, "save_native", broken)
+    with pytest.raises(Exception, match="No space left"):
+        save_inversion(inv, tmp_path / "e.dragkit.json", model="toy")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert set(before) == {p.name for p in first.values()}

@@ -18,10 +18,10 @@ measured PSNR/SSIM.  :func:`load_inversion` opens it again: it loads the
 tuned generator from the session's own folder only (a plain file name,
 never a path elsewhere), checks its SHA-256, and restores the session.
 
-Everything is computed before anything is written, every file is written
-atomically, the session file last; if a write fails the files this call
-already wrote are removed, so there is never a session pointing at
-missing files.
+Everything is computed before anything is written; the files are written
+under temporary names in the same folder and renamed into place only when
+all are complete (the session last), so a failure leaves nothing new
+behind and an older edit of the same name as it was.
 """
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +101,7 @@ def save_inversion(inv: Any, out: str | os.PathLike[str], *, model: str, options
         DragkitError: bad ``out`` name, or a file cannot be written (nothing of this call is left then).
     """
     from ..drag.session import DragSession
-    from ..formats.native import native_paths
-    from ..utils import atomic_write_bytes
+    from ..formats import save_native
 
     paths = edit_paths(out)
     for key in ("session", "latent", "photo", "reconstruction"):
@@ -111,20 +112,7 @@ def save_inversion(inv: Any, out: str | os.PathLike[str], *, model: str, options
         "photo": _png(inv.target),
         "reconstruction": _png(inv.reconstruction),
     }
-    gen_ref = None
-    if inv.tuned:
-        from safetensors.torch import save
-
-        weights, cfg = native_paths(paths["generator"])
-        G = inv.G
-        meta = dict(getattr(G, "dragkit_metadata", {}) or {})
-        meta["edit"] = {"tuned_for": paths["session"].name, "base_model": str(model),
-                        "how": "pivotal tuning" if inv.config.pti else "projection with optimised noise maps"}
-        config = {"format": "dragkit-native", "version": 1, "network": "stylegan2.Generator",
-                  "init_kwargs": G.init_kwargs, "metadata": meta}
-        blobs["generator"] = save({k: v.detach().cpu().contiguous().clone() for k, v in G.state_dict().items()})
-        blobs["generator_config"] = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
-        gen_ref = weights.name
+    gen_ref = paths["generator"].name if inv.tuned else None
     # The session: DragSession's own state of the latent, on the generator it belongs to.
     G = inv.G
     old_name = getattr(G, "model_name", None)
@@ -140,7 +128,7 @@ def save_inversion(inv: Any, out: str | os.PathLike[str], *, model: str, options
         "version": INVERSION_VERSION,
         "base_model": str(model),
         "generator": gen_ref,
-        "generator_sha256": _sha256(blobs["generator"]) if gen_ref else None,
+        "generator_sha256": None,  # filled in once the generator is written
         "latent": paths["latent"].name,
         "photo": paths["photo"].name,
         "reconstruction": paths["reconstruction"].name,
@@ -155,21 +143,41 @@ def save_inversion(inv: Any, out: str | os.PathLike[str], *, model: str, options
         "seconds": inv.seconds,
         "warnings": list(inv.warnings),
     }
-    blobs["session"] = json.dumps(state, separators=(",", ":")).encode()
     order = ["latent", "photo", "reconstruction"] + (["generator", "generator_config"] if gen_ref else []) + ["session"]
-    written: list[Path] = []
+    # Everything goes to temporary names first and is renamed into place only when all of it is
+    # written (the session last), so a failure leaves an older edit of the same name as it was.
+    folder = paths["session"].parent
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp_stem = Path(tempfile.mkdtemp(prefix=".dragkit-edit-", dir=folder))
+    temps: dict[str, Path] = {}
     try:
+        for key in ("latent", "photo", "reconstruction"):
+            temps[key] = tmp_stem / paths[key].name
+            temps[key].write_bytes(blobs[key])
+        if gen_ref:
+            meta = dict(getattr(inv.G, "dragkit_metadata", {}) or {})
+            meta["edit"] = {"tuned_for": paths["session"].name, "base_model": str(model),
+                            "how": "pivotal tuning" if inv.config.pti else "projection with optimised noise maps"}
+            w, c = save_native(inv.G, tmp_stem / "generator", metadata=meta)  # float32: renders as measured
+            temps["generator"], temps["generator_config"] = w, c
+            state["inversion"]["generator_sha256"] = _sha256(w.read_bytes())
+        temps["session"] = tmp_stem / paths["session"].name
+        temps["session"].write_bytes(json.dumps(state, separators=(",", ":")).encode())
+        mode = 0o666 & ~_umask()
         for key in order:
-            atomic_write_bytes(paths[key], blobs[key])
-            written.append(paths[key])
+            os.chmod(temps[key], mode)
+            os.replace(temps[key], paths[key])
     except OSError as exc:
-        for p in written:
-            try:
-                p.unlink()
-            except OSError:
-                pass
-        raise DragkitError(f"cannot write {paths[key]}: {exc.strerror or exc}") from None
+        raise DragkitError(f"cannot write the edit {paths['session']}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmp_stem, ignore_errors=True)
     return {k: paths[k] for k in order}
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_inversion_block(state: Any, source: str = "session") -> dict[str, Any] | None:
