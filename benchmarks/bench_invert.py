@@ -9,7 +9,11 @@ default mix), prints the mean over the images of
 * dlib's identity distance between the photo and its reconstruction (the
   C++ ResNet's descriptors; < 0.6 = dlib calls them one person) - note that
   a config with the ``faceid`` term optimises (a PyTorch port of) this very
-  network, so its figure is not an independent judgement;
+  network, and ``facefeat`` its inner features, so their figures are not
+  independent judgements;
+* the landmark error: mean distance (px) between dlib's 68 landmarks on the
+  photo and on the reconstruction - an independent network (the shape
+  predictor), and what a drag on a face needs (features where the photo has them);
 * wall seconds and CPU seconds (process time, all threads) per image;
 
 and then, with ``--pti``, the same for pivotal tuning on top of the default
@@ -71,18 +75,21 @@ def parse_range(text: str) -> list[int]:
     return list(range(lo, hi))
 
 
-def identity_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """dlib's descriptor distance between the faces of two aligned crops (NaN when either has none)."""
+def face_distances(photo: np.ndarray, rec: np.ndarray) -> tuple[float, float]:
+    """``(identity distance, landmark error px)`` of a reconstruction, by dlib (NaN when it finds no face)."""
     from dragkit.dlibfaces import face_models
 
     fm = face_models()
-    ds = []
-    for img in (a, b):
-        rects = fm.detect(img, 1)
-        if not rects:
-            return float("nan")
-        ds.append(fm.descriptor_of(img, max(rects, key=lambda r: r.area())))
-    return float(np.linalg.norm(ds[0] - ds[1]))
+    ds, lms = [], []
+    rects = fm.detect(photo, 1)
+    if not rects:
+        return float("nan"), float("nan")
+    r = max(rects, key=lambda r: r.area())
+    for img in (photo, rec):
+        # the photo's face box for both: the landmark error then measures the face, not the detector
+        ds.append(fm.descriptor_of(img, r))
+        lms.append(fm.landmarks(img, r))
+    return float(np.linalg.norm(ds[0] - ds[1])), float(np.linalg.norm(lms[0] - lms[1], axis=1).mean())
 
 
 def main() -> int:
@@ -140,7 +147,8 @@ def main() -> int:
         cfg.pti = pti
         if pti:
             cfg.pti_config.weights = LossWeights.from_dict(configs[name])
-        res = {"w": [], "wp": [], "ssim": [], "pti": [], "pti_ssim": [], "id": [], "wall": [], "cpu": [], "loc": []}
+        res = {"w": [], "wp": [], "ssim": [], "pti": [], "pti_ssim": [], "id": [], "lm": [], "wall": [], "cpu": [],
+               "loc": []}
         for idx, img in faces:
             c0, t0 = time.process_time(), time.perf_counter()
             inv = invert_photo(G, img, cfg, D=D)
@@ -156,22 +164,26 @@ def main() -> int:
                 res["pti"].append(inv.psnr)
                 res["pti_ssim"].append(inv.ssim)
                 res["loc"].append(inv.pti_result.locality_psnr)
-            res["id"].append(identity_distance(inv.target, inv.reconstruction))
+            ident, lm_err = face_distances(inv.target, inv.reconstruction)
+            res["id"].append(ident)
+            res["lm"].append(lm_err)
             if not args.quiet:
                 print(f"  {name}{' +PTI' if pti else ''} {idx}: W {res['w'][-1]:.2f} dB, W+ {res['wp'][-1]:.2f} dB"
                       + (f", PTI {res['pti'][-1]:.2f} dB" if pti else "")
-                      + f", id {res['id'][-1]:.3f}, {res['wall'][-1]:.0f} s wall / {res['cpu'][-1]:.0f} s CPU",
+                      + f", id {res['id'][-1]:.3f}, landmarks {res['lm'][-1]:.2f} px, "
+                      f"{res['wall'][-1]:.0f} s wall / {res['cpu'][-1]:.0f} s CPU",
                       flush=True)
         rows.append((name + (" +PTI" if pti else ""), {k: float(np.nanmean(v)) if v else float("nan")
                                                         for k, v in res.items()}))
     print()
-    print(f"| config | W PSNR | W+ PSNR | W+ SSIM | PTI PSNR | PTI SSIM | PTI locality | identity dist | s/img wall | CPU s/img |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| config | W PSNR | W+ PSNR | W+ SSIM | PTI PSNR | PTI SSIM | PTI locality | identity dist | landmark err px "
+          "| s/img wall | CPU s/img |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, m in rows:
         def f(k, fmt="{:.2f}"):
             return "-" if np.isnan(m[k]) else fmt.format(m[k])
         print(f"| {name} | {f('w')} | {f('wp')} | {f('ssim', '{:.3f}')} | {f('pti')} | {f('pti_ssim', '{:.3f}')} | "
-              f"{f('loc')} | {f('id', '{:.3f}')} | {f('wall', '{:.0f}')} | {f('cpu', '{:.0f}')} |")
+              f"{f('loc')} | {f('id', '{:.3f}')} | {f('lm')} | {f('wall', '{:.0f}')} | {f('cpu', '{:.0f}')} |")
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
     return 0
 

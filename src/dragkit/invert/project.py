@@ -83,10 +83,10 @@ class ProjectConfig:
         seed: for the random candidates and the latent noise.
     """
 
-    w_steps: int = 100
+    w_steps: int = 50
     wplus_steps: int = 100
     lr_w: float = 0.1
-    lr_wplus: float = 0.03
+    lr_wplus: float = 0.06
     init: str = "search"
     init_candidates: int = 16
     latent_noise: float = 0.5
