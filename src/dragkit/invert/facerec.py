@@ -24,8 +24,8 @@ __all__ = ["load_face_recognition_net", "chip_matrix", "cut_chip", "chip_of_uint
 FACEREC_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 
 
-@functools.lru_cache(maxsize=1)
-def _cached_net() -> FaceRecResNet:
+@functools.lru_cache(maxsize=4)
+def _cached_net(device: str) -> FaceRecResNet:
     from ..dlibfaces import models_dir
     from .dlib_dnn import read_face_recognition_weights
 
@@ -35,19 +35,20 @@ def _cached_net() -> FaceRecResNet:
         load_params(net, weights.params, weights.mean_rgb)
     except ValueError as exc:
         raise DragkitError(f"{FACEREC_FILE}: {exc}") from None
-    return net.eval().requires_grad_(False)
+    return net.eval().requires_grad_(False).to(device)
 
 
 def load_face_recognition_net(device: str | torch.device = "cpu") -> FaceRecResNet:
     """The face-recognition ResNet with dlib's weights (eval mode, no parameter gradients).
 
-    Read once per process (a few seconds) and shared; the returned module
-    must not be modified.
+    Read once per process and device (a few seconds) and shared between
+    callers (threads included: it is only ever evaluated); the returned
+    module must not be modified.
 
     Raises:
         DragkitError: the ``faces`` extra is missing, or the file is not the expected network.
     """
-    return _cached_net().to(device)
+    return _cached_net(str(torch.device(device)))
 
 
 def chip_matrix(landmarks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
