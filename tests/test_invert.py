@@ -310,7 +310,7 @@ def test_animated_gif_uses_the_first_frame():
     buf = io.BytesIO()
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
     p = read_photo(buf.getvalue())
-    assert p.rgb.mean() < 50 and any("frames" in w for w in p.warnings)
+    assert p.rgb.mean() < 50 and any("first frame" in w for w in p.warnings)
 
 
 # ----------------------------------------------------------------------------

@@ -171,8 +171,8 @@ def read_photo(
             _check_dims(im.width, im.height, source, max_pixels)
             photo = Photo(rgb=np.zeros((1, 1, 3), np.uint8), source=source, format=fmt, mode=im.mode,
                           stored_size=(im.width, im.height))
-            if getattr(im, "n_frames", 1) > 1:
-                photo.warnings.append(f"{fmt} with {im.n_frames} frames: using the first")
+            if getattr(im, "is_animated", False):  # (n_frames would walk every frame of a hostile file)
+                photo.warnings.append(f"animated {fmt}: using the first frame")
             im.load()
             orientation = im.getexif().get(0x0112, 1)
             if orientation not in (1, None):
