@@ -50,9 +50,11 @@ def start_server(model: str, sessions: str) -> tuple[subprocess.Popen, str]:
         m = re.search(r"dragkit editor: (http://\S+)", line or "")
         if m:
             url = m.group(1)
+            base, _, token = url.partition("#token=")  # the token rides in the #fragment
+            health = urllib.request.Request(base + "api/health", headers={"X-Dragkit-Token": token})
             for _ in range(100):
                 try:
-                    urllib.request.urlopen(url + "api/health", timeout=2).read()
+                    urllib.request.urlopen(health, timeout=2).read()
                     return proc, url
                 except OSError:
                     time.sleep(0.1)
@@ -96,7 +98,7 @@ def new_image(page, seed: int) -> None:
     rev = page.evaluate("window.dragkit.state.image_rev")
     page.fill("#seed", str(seed))
     page.press("#seed", "Enter")
-    page.wait_for_function(f"(() => {{ const s = window.dragkit.state; return s.seed === {seed} && s.image_rev > {rev}"
+    page.wait_for_function(f"() => (() => {{ const s = window.dragkit.state; return s.seed === {seed} && s.image_rev > {rev}"
                            " && s.points.length === 0; })()")
 
 
@@ -128,31 +130,31 @@ def take_screenshots(page, out: Path, model: str, seed: int) -> None:
         page.mouse.down()
         page.mouse.move(*b, steps=8)
         page.mouse.up()
-    page.wait_for_function("window.dragkit.state.mask !== null")
+    page.wait_for_function("() => window.dragkit.state.mask !== null")
     page.keyboard.press("p")
     _click(page, handle)
     _click(page, target)
-    page.wait_for_function("window.dragkit.state.points.length === 1")
+    page.wait_for_function("() => window.dragkit.state.points.length === 1")
     mx, my = page.evaluate("(xy) => window.dragkit.toScreen(xy)", [tx, ty])
     page.mouse.move(mx + 40, my + 60)
     page.wait_for_timeout(300)
     page.screenshot(path=str(out / "app-editor.png"))
     # The drags themselves run without the mask (the whole image may change).
     page.click("#clear-mask")
-    page.wait_for_function("window.dragkit.state.mask === null")
+    page.wait_for_function("() => window.dragkit.state.mask === null")
     page.fill("#max-steps", "300")
     page.press("#max-steps", "Enter")
     page.click("#start")
     # Mid-drag: once the tracked handle has covered a third of the way.
     d0 = math.dist(handle, target)
-    page.wait_for_function(f"(() => {{ const l = window.dragkit.live; return !window.dragkit.running && window.dragkit.lastOutcome"
+    page.wait_for_function(f"() => (() => {{ const l = window.dragkit.live; return !window.dragkit.running && window.dragkit.lastOutcome"
                            f" || l && l.distances && l.distances[0] <= {d0 * 0.67}; }})()", timeout=120000)
     page.screenshot(path=str(out / "app-dragging.png"))
-    page.wait_for_function("window.dragkit.lastOutcome !== null && !window.dragkit.running", timeout=600000)
+    page.wait_for_function("() => window.dragkit.lastOutcome !== null && !window.dragkit.running", timeout=600000)
     page.wait_for_timeout(300)
     page.screenshot(path=str(out / "app-result.png"))
     page.click("#clear-points")
-    page.wait_for_function("window.dragkit.state.points.length === 0")
+    page.wait_for_function("() => window.dragkit.state.points.length === 0")
 
 
 def main() -> int:
@@ -178,12 +180,12 @@ def main() -> int:
             page = browser.new_page(viewport={"width": 1280, "height": 860})
             page.set_default_timeout(30000)
             page.goto(url)
-            page.wait_for_function("window.dragkit && window.dragkit.state && window.dragkit.state.model")
+            page.wait_for_function("() => window.dragkit && window.dragkit.state && window.dragkit.state.model")
             if args.screenshots:
                 take_screenshots(page, Path(args.screenshots), args.model, args.seed)
             page.fill("#max-steps", str(args.steps))
             page.press("#max-steps", "Enter")
-            page.wait_for_function(f"window.dragkit.state.max_steps === {args.steps}")
+            page.wait_for_function(f"() => window.dragkit.state.max_steps === {args.steps}")
             for i in range(args.drags):
                 seed = args.seed + i
                 new_image(page, seed)
@@ -191,9 +193,9 @@ def main() -> int:
                 for xy in (handle, target):
                     x, y = page.evaluate("(xy) => window.dragkit.toScreen(xy)", list(xy))
                     page.mouse.click(x, y)
-                page.wait_for_function("window.dragkit.state.points.length === 1")
+                page.wait_for_function("() => window.dragkit.state.points.length === 1")
                 page.click("#start")
-                page.wait_for_function("window.dragkit.lastOutcome !== null && !window.dragkit.running", timeout=600000)
+                page.wait_for_function("() => window.dragkit.lastOutcome !== null && !window.dragkit.running", timeout=600000)
                 m = page.evaluate("window.dragkit.metrics")
                 out = page.evaluate("window.dragkit.lastOutcome")
                 if m["firstFrameAt"] is None or m["firstDrawnAt"] is None:
@@ -209,7 +211,7 @@ def main() -> int:
                     "steps_per_s": out["steps"] / out["seconds"] if out["seconds"] else float("nan"),
                 })
                 page.click("#clear-points")
-                page.wait_for_function("window.dragkit.state.points.length === 0")
+                page.wait_for_function("() => window.dragkit.state.points.length === 0")
             browser.close()
     finally:
         proc.terminate()

@@ -1,20 +1,11 @@
 """Seconds per drag step: dragkit against a straightforward port of the authors' loop.
 
-The baseline follows the authors' DragGAN (XingangPan/DragGAN,
-``viz/renderer.py``, ``Renderer._render_drag_impl``) step by step, written
-here from reading it (not copied): every step runs the *full* synthesis
-(image included), resizes the chosen block's features to the full image
-size with ``F.interpolate(..., mode='bilinear')``, tracks each handle with a
-Python loop over points (nearest neighbour in a square patch of the resized
-map), and builds the motion loss with a loop over points (a distance map
-over the whole image, ``torch.where`` for the disk, ``grid_sample`` with
-``align_corners=True`` on the resized map for ``F(q + d)``).  Two deliberate
-departures, both in the baseline's favour or neutral: the stop-gradient is
-on ``F(q)`` as in the paper (the authors' fix of 2023-07-18; same cost), the
-disk uses integer pixel coordinates (the authors' ``linspace(0, h, h)``
-grid is off by ``h / (h - 1)``), and the generator's weights do not require
-gradients (the authors' renderer leaves them on, which makes its backward
-pass slower still).
+The baseline is :class:`dragkit.eval.authors.AuthorsLoop` (also what
+``dragkit eval --engine authors`` scores): the authors' DragGAN drag step
+(``viz/renderer.py``, ``Renderer._render_drag_impl``) re-written from
+reading it - full synthesis with the image every step, ``F.interpolate`` to
+full size, Python loops over points, ``torch.where`` disks, ``grid_sample``;
+its module docstring lists the small departures.
 
 dragkit's step (``DragSession.step``) runs the synthesis only up to the
 feature block, and, with no mask, only on the window of each block that
@@ -47,7 +38,6 @@ import time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 CONFIGS = {
     # name: (description, generator kwargs or None for the bundled toy model, feature block)
@@ -100,89 +90,11 @@ def problem(G, masked: bool):
     return ws, [handle], [target], opts, mask
 
 
-class AuthorsLoop:
-    """The authors' drag step, re-written from ``_render_drag_impl`` (see the module docstring)."""
-
-    def __init__(self, G, ws0, points, targets, opts, mask=None):
-        self.G = G
-        self.k = opts.layers
-        self.w0 = ws0.detach().clone()
-        self.w = ws0[:, : self.k].detach().clone().requires_grad_(True)
-        self.optim = torch.optim.Adam([self.w], lr=opts.lr)
-        # the authors keep points as [y, x]
-        self.points = [[float(p[1]), float(p[0])] for p in points]
-        self.targets = [[float(t[1]), float(t[0])] for t in targets]
-        self.r1, self.r2, self.res = opts.r1, opts.r2, opts.feature_block
-        self.l2 = opts.tracking == "l2"
-        self.mask = None if mask is None else torch.from_numpy(mask).float()
-        self.lambda_mask = opts.lambda_mask
-        self.feat_refs = None
-        self.stop_d = 1.0
-
-    def step(self):
-        G, h = self.G, self.G.img_resolution
-        w = h
-        ws = torch.cat([self.w, self.w0[:, self.k:]], dim=1)
-        img, feats = G.synthesis.run(ws, noise_mode="const", feature_blocks=[self.res], return_image=True)
-        feat = feats[self.res]
-        X = torch.arange(h, dtype=torch.float32)
-        Y = torch.arange(w, dtype=torch.float32)
-        xx, yy = torch.meshgrid(X, Y, indexing="ij")
-        feat_resize = F.interpolate(feat, [h, w], mode="bilinear", align_corners=False)
-        if self.feat_refs is None:
-            self.feat0_resize = F.interpolate(feat.detach(), [h, w], mode="bilinear", align_corners=False)
-            self.feat_refs = []
-            for point in self.points:
-                py, px = round(point[0]), round(point[1])
-                self.feat_refs.append(self.feat0_resize[:, :, py, px])
-        points = self.points
-        with torch.no_grad():
-            for j, point in enumerate(points):
-                r = self.r2
-                up = max(int(point[0]) - r, 0)
-                down = min(int(point[0]) + r + 1, h)
-                left = max(int(point[1]) - r, 0)
-                right = min(int(point[1]) + r + 1, w)
-                patch = feat_resize[:, :, up:down, left:right]
-                diff = patch - self.feat_refs[j].reshape(1, -1, 1, 1)
-                dist = torch.linalg.norm(diff, dim=1) if self.l2 else diff.abs().sum(dim=1)
-                _, idx = torch.min(dist.view(1, -1), -1)
-                width = right - left
-                points[j] = [idx.item() // width + up, idx.item() % width + left]
-        loss = 0
-        stop = True
-        for j, point in enumerate(points):
-            direction = torch.tensor([self.targets[j][1] - point[1], self.targets[j][0] - point[0]])
-            if torch.linalg.norm(direction) > self.stop_d:
-                stop = False
-            if torch.linalg.norm(direction) > 1:
-                distance = ((xx - point[0]) ** 2 + (yy - point[1]) ** 2) ** 0.5
-                relis, reljs = torch.where(distance < self.r1)
-                direction = direction / (torch.linalg.norm(direction) + 1e-7)
-                gridh = (relis + direction[1]) / (h - 1) * 2 - 1
-                gridw = (reljs + direction[0]) / (w - 1) * 2 - 1
-                grid = torch.stack([gridw, gridh], dim=-1).unsqueeze(0).unsqueeze(0)
-                target = F.grid_sample(feat_resize.float(), grid, align_corners=True).squeeze(2)
-                loss = loss + F.l1_loss(feat_resize[:, :, relis, reljs].detach(), target)
-        if self.mask is not None:
-            fixed = (1 - self.mask).reshape(1, 1, h, w)
-            loss = loss + self.lambda_mask * F.l1_loss(feat_resize * fixed, self.feat0_resize * fixed)
-        if not stop:
-            self.optim.zero_grad()
-            loss.backward()
-            self.optim.step()
-        return stop
-
-    def handles_xy(self):
-        return [(p[1], p[0]) for p in self.points]
-
-    def latent(self):
-        return torch.cat([self.w, self.w0[:, self.k:]], dim=1).detach()
-
-
 def make(impl, G, masked):
     ws, points, targets, opts, mask = problem(G, masked)
     if impl == "authors":
+        from dragkit.eval.authors import AuthorsLoop
+
         return AuthorsLoop(G, ws, points, targets, opts, mask)
     from dragkit.drag.session import DragSession
 

@@ -130,9 +130,13 @@ def start_server(sessions: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
     if url is None:
         proc.kill()
         pytest.fail("`dragkit serve` did not start:\n" + "".join(lines), pytrace=False)
+    # The token is in the URL's #fragment (never sent in a URL); scripts send it as a header.
+    base, _, token = url.partition("#token=")
+    assert token, f"`dragkit serve` printed no token: {url}"
+    health = urllib.request.Request(base + "api/health", headers={"X-Dragkit-Token": token})
     for _ in range(100):
         try:
-            urllib.request.urlopen(url + "api/health", timeout=2).read()
+            urllib.request.urlopen(health, timeout=2).read()
             break
         except OSError:
             time.sleep(0.1)
@@ -182,7 +186,7 @@ def page(browser, server):
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.goto(server)
-    pg.wait_for_function("window.dragkit && window.dragkit.connected && window.dragkit.state && window.dragkit.state.model")
+    pg.wait_for_function("() => window.dragkit && window.dragkit.connected && window.dragkit.state && window.dragkit.state.model")
     yield pg
     ctx.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
@@ -194,7 +198,7 @@ def click_at(pg, xy) -> None:
 
 
 def wait_state(pg, predicate: str, timeout: float = 20000) -> dict:
-    pg.wait_for_function(f"(() => {{ const s = window.dragkit.state; return s && ({predicate}); }})()", timeout=timeout)
+    pg.wait_for_function(f"() => (() => {{ const s = window.dragkit.state; return s && ({predicate}); }})()", timeout=timeout)
     return pg.evaluate("window.dragkit.state")
 
 
@@ -240,7 +244,7 @@ def test_drag_moves_the_handle_and_the_image(page):
     click_at(page, target)
     st = wait_state(page, "s.points.length === 1")
     assert st["points"][0] == {"handle": list(map(float, handle)), "target": list(map(float, target))}
-    page.wait_for_function("window.dragkit.drawn.handles.length === 1")
+    page.wait_for_function("() => window.dragkit.drawn.handles.length === 1")
     assert overlay_pixel(page, handle)[:3] == [239, 68, 68], "handle not drawn red where placed"
     assert overlay_pixel(page, target)[:3] == [59, 130, 246], "target not drawn blue where placed"
     before = shown_image(page)
@@ -249,8 +253,8 @@ def test_drag_moves_the_handle_and_the_image(page):
     page.press("#max-steps", "Tab")
     wait_state(page, "s.max_steps === 200")
     page.click("#start")
-    page.wait_for_function("window.dragkit.metrics.frames > 0", timeout=30000)
-    page.wait_for_function("window.dragkit.lastOutcome !== null", timeout=150000)
+    page.wait_for_function("() => window.dragkit.metrics.frames > 0", timeout=30000)
+    page.wait_for_function("() => window.dragkit.lastOutcome !== null", timeout=150000)
     outcome = page.evaluate("window.dragkit.lastOutcome")
     # The state message that follows "done" carries the handle tracked on the
     # final image; an earlier (pre-drag) state also has running == false.
@@ -300,7 +304,7 @@ def test_paint_mask_then_undo_and_redo(page):
     page.mouse.down()
     page.mouse.move((a[0] + b[0]) / 2, a[1], steps=5)
     page.mouse.up()
-    page.wait_for_function(f"window.dragkit.maskCount < {painted} && window.dragkit.state.can_undo")
+    page.wait_for_function(f"() => window.dragkit.maskCount < {painted} && window.dragkit.state.can_undo")
     # Hide / show.
     page.keyboard.press("h")
     assert overlay_pixel(page, (R * 0.6, R * 0.5))[3] == 0
@@ -313,7 +317,7 @@ def test_paint_mask_then_undo_and_redo(page):
     page.keyboard.press("Control+z")
     wait_state(page, "s.points.length === 0")
     page.keyboard.press("Control+z")
-    page.wait_for_function(f"window.dragkit.maskCount === {painted}")
+    page.wait_for_function(f"() => window.dragkit.maskCount === {painted}")
     page.click("#undo")
     st = wait_state(page, "s.mask === null")
     assert page.evaluate("window.dragkit.maskCount") == 0 and st["seed"] == 1
@@ -351,7 +355,7 @@ def test_download_png_and_session_then_reopen(page, browser, server, tmp_path):
     other = ctx.new_page()
     other.set_default_timeout(20000)
     other.goto(server)
-    other.wait_for_function("window.dragkit && window.dragkit.state && window.dragkit.state.model")
+    other.wait_for_function("() => window.dragkit && window.dragkit.state && window.dragkit.state.model")
     new_image(other, 7)
     assert other.evaluate("window.dragkit.sid") != page.evaluate("window.dragkit.sid")
     other.set_input_files("#open-file", str(session_path))
@@ -386,7 +390,7 @@ def test_move_and_remove_points_then_reload_keeps_the_edit(page):
     st = wait_state(page, "s.points.length === 1")
     sid = page.evaluate("window.dragkit.sid")
     page.reload()
-    page.wait_for_function("window.dragkit && window.dragkit.state && window.dragkit.state.points.length === 1")
+    page.wait_for_function("() => window.dragkit && window.dragkit.state && window.dragkit.state.points.length === 1")
     assert page.evaluate("window.dragkit.sid") == sid
     assert page.evaluate("window.dragkit.state.points") == st["points"]
 
@@ -403,7 +407,7 @@ def test_restarted_server_reopens_the_edit_in_the_open_tab(browser, server, tmp_
         pg = ctx.new_page()
         pg.set_default_timeout(20000)
         pg.goto(url)
-        pg.wait_for_function("window.dragkit && window.dragkit.state && window.dragkit.state.model")
+        pg.wait_for_function("() => window.dragkit && window.dragkit.state && window.dragkit.state.model")
         st = new_image(pg, 4)
         R = st["resolution"]
         click_at(pg, (R * 0.4, R * 0.4))
@@ -411,11 +415,11 @@ def test_restarted_server_reopens_the_edit_in_the_open_tab(browser, server, tmp_
         st = wait_state(pg, "s.points.length === 1")
         sid = pg.evaluate("window.dragkit.sid")
         stop_server(proc)
-        pg.wait_for_function("!window.dragkit.connected")
+        pg.wait_for_function("() => !window.dragkit.connected")
         assert "connect" in pg.inner_text("#conn")
         proc, _ = start_server(tmp_path / "sessions", port)
         # The page reconnects by itself and gets its edit back.
-        pg.wait_for_function("window.dragkit.connected", timeout=30000)
+        pg.wait_for_function("() => window.dragkit.connected", timeout=30000)
         st2 = wait_state(pg, "s.points.length === 1")
         assert pg.evaluate("window.dragkit.sid") == sid
         assert st2["points"] == st["points"] and st2["seed"] == 4 and st2["can_undo"]

@@ -538,20 +538,32 @@ def test_limits_give_clear_messages(model_home, sessions_dir):
 def test_token_is_required_on_every_request(model_home, sessions_dir):
     app = create_app("tiny", sessions_dir=sessions_dir, token="s3cret-token")
     with serving(app) as c:
-        assert c.get("/").status_code == 401
+        r = c.get("/")
+        assert r.status_code == 401 and "token" in r.text.lower()  # the login page, not the editor
+        assert "app.js" not in r.text
         assert c.get("/static/app.js").status_code == 401
         assert c.get("/api/models").status_code == 401
-        assert c.get("/api/models", params={"token": "wrong-token"}).status_code == 401
+        assert c.get("/api/models", headers={"X-Dragkit-Token": "wrong-token"}).status_code == 401
+        # Never from a URL: query strings end up in logs and browser history.
+        assert c.get("/api/models", params={"token": "s3cret-token"}).status_code == 401
         assert c.get("/api/models", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
-        r = c.get("/", params={"token": "s3cret-token"})
-        assert r.status_code == 200 and "dragkit_token" in r.headers.get("set-cookie", "")
+        assert c.get("/api/models", headers={"X-Dragkit-Token": "s3cret-token"}).status_code == 200
+        assert c.post("/api/login", headers={"X-Dragkit-Token": "nope-nope"}).status_code == 401
+        r = c.post("/api/login", headers={"X-Dragkit-Token": "s3cret-token"})
+        cookie = r.headers.get("set-cookie", "")
+        assert r.status_code == 204 and "HttpOnly" in cookie and "SameSite=Strict" in cookie
         assert c.get("/static/app.js").status_code == 200  # the cookie now carries it
+        assert c.get("/").status_code == 200
         c.cookies.clear()
         with pytest.raises(Exception):
             with c.websocket_connect("/ws") as ws:
                 ws.send_text('{"type":"hello"}')
                 ws.receive_json()
-        with c.websocket_connect("/ws?token=s3cret-token") as ws:
+        with pytest.raises(Exception):
+            with c.websocket_connect("/ws?token=s3cret-token") as ws:
+                ws.send_text('{"type":"hello"}')
+                ws.receive_json()
+        with c.websocket_connect("/ws", headers={"X-Dragkit-Token": "s3cret-token"}) as ws:
             ws.send_text('{"type":"hello","id":1}')
             assert ws.receive_json()["type"] == "welcome"
 

@@ -397,3 +397,24 @@ def test_rank_fingerprint_tells_networks_apart() -> None:
         b.load_state_dict(a.state_dict())
         b.b8.conv0.weight[:2] = b.b8.conv0.weight[:2].flip(0).clone()
     assert not torch.equal(fingerprint(a), fingerprint(b))
+
+
+def test_export_now_writes_the_checkpoints_networks_without_touching_the_run(tmp_path: Path) -> None:
+    from dragkit.formats.native import load_native
+
+    t = Trainer(_tiny(kimg=0.008), tmp_path / "run", progress=False)
+    t.train()
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()}
+    assert cli_main(["train", "--outdir", str(tmp_path / "run"), "--export", str(tmp_path / "x" / "m"),
+                     "--export-now", "--export-fp16"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()} == before
+    G = load_native(tmp_path / "x" / "m")
+    z = torch.randn(2, G.z_dim)
+    with torch.no_grad():
+        a, b = G(z, None, noise_mode="const"), t.G_ema(z, None, noise_mode="const")
+    assert (a - b).abs().max() < 0.05  # fp16 storage
+    assert json.loads((tmp_path / "x" / "m.json").read_text())["metadata"]["kimg"] == pytest.approx(0.008)
+    D = load_discriminator(tmp_path / "x" / "m")
+    img = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(D(img), t.D.eval()(img))

@@ -20,3 +20,7 @@ class SpecError(DragkitError):
 
 class ModelNotFoundError(DragkitError):
     """A model name is neither bundled, cached, nor an existing path."""
+
+
+class ImageError(SpecError):
+    """An image (mask, photo) is unreadable, too large, or not the size it must be."""

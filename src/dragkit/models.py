@@ -43,7 +43,10 @@ class ModelInfo:
 
 def _native_resolution(json_path: Path) -> int | None:
     try:
-        return int(json.loads(json_path.read_text())["init_kwargs"]["img_resolution"])
+        with open(json_path, "rb") as f:
+            raw = f.read(1 << 20)  # a config is about a kilobyte; never read a huge file to list it
+        res = json.loads(raw)["init_kwargs"]["img_resolution"]
+        return res if isinstance(res, int) and not isinstance(res, bool) and 0 < res <= 1 << 16 else None
     except Exception:
         return None
 

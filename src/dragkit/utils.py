@@ -28,12 +28,14 @@ def tensor_to_pil(img: torch.Tensor) -> Image.Image:
 
 
 @contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike[str], suffix: str = ".tmp", durable: bool = False) -> Iterator[Path]:
+def atomic_path(dest: str | os.PathLike[str], suffix: str = ".tmp", durable: bool = False,
+                mode: int | None = None) -> Iterator[Path]:
     """A temporary path beside ``dest`` that replaces ``dest`` if the block succeeds.
 
     The caller writes the temporary file (any way it likes); on leaving the
-    block without an exception it gets the mode a plain ``open()`` would
-    give, and ``os.replace`` puts it at ``dest``, so a reader sees the old
+    block without an exception it gets ``mode`` (default: the mode a plain
+    ``open()`` would give; ``0o600`` for private files - the temporary file
+    is private from its creation), and ``os.replace`` puts it at ``dest``, so a reader sees the old
     file or the new one, never a torn one.  On an exception the temporary
     file is removed and ``dest`` is untouched.  ``durable``: fsync the file
     and the folder too (training checkpoints: a power cut keeps one of them).
@@ -45,8 +47,8 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = ".tmp", durable: boo
     tmp = Path(name)
     try:
         yield tmp
-        # mkstemp creates 0600; give the file the mode a plain open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
+        # mkstemp creates 0600; give the file the mode asked for, or a plain open()'s.
+        os.chmod(tmp, (0o666 & ~_umask()) if mode is None else mode)
         if durable:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
@@ -68,10 +70,11 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = ".tmp", durable: boo
             pass
 
 
-def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes, durable: bool = False) -> Path:
+def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes, durable: bool = False,
+                       mode: int | None = None) -> Path:
     """Write ``data`` to ``dest`` via a temporary file and ``os.replace`` (see :func:`atomic_path`)."""
     dest = Path(dest)
-    with atomic_path(dest, durable=durable) as tmp:
+    with atomic_path(dest, durable=durable, mode=mode) as tmp:
         tmp.write_bytes(data)
     return dest
 

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise DragkitError(f"cannot load model {model_name!r} on {args.device}: {exc}") from None
     H = int(G.img_resolution)
     check_points(spec, H)
-    spec.options.validate(G)
+    spec.options.validate(G, num_points=len(spec.points))  # radii and work per step, before any compute
     mask = load_mask_image(spec.mask, H) if spec.mask is not None else None
     if spec.latent is not None:
         ws = torch.from_numpy(load_latent_npy(spec.latent, G.num_ws, G.w_dim)).to(G.device if hasattr(G, "device") else "cpu")

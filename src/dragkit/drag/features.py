@@ -12,21 +12,24 @@ the same numbers as the full synthesis (up to float summation order), with
 a fraction of the work in both the forward and the backward pass.
 
 Boxes are ``(x0, y0, x1, y1)`` in a block's own pixel grid, end exclusive.
+A block's map is ``R x R`` pixels, or ``R x R/2`` (height x width) for a
+non-square generator (``G.synthesis.block_size(R)``); every bound below is
+taken per axis.
 """
 from __future__ import annotations
 
 import math
-from typing import Any
+import weakref
+from typing import Any, Callable
 
 import torch
-
-import weakref
 
 from ..nets.ops import bias_act, conv2d_resample
 
 __all__ = ["block_features", "crop_plan", "can_crop"]
 
 Box = tuple[int, int, int, int]
+Size = tuple[int, int]  # (width, height) of a block's map
 
 # Input pixels an up-sampling layer (3x3 transposed conv, stride 2, then the
 # 4-tap FIR) reads beyond the half-size box on each side.  One is exact;
@@ -34,31 +37,44 @@ Box = tuple[int, int, int, int]
 _UP_MARGIN = 1
 
 
-def _dilate(box: Box, r: int, size: int) -> Box:
+def _dilate(box: Box, r: int, size: Size) -> Box:
     x0, y0, x1, y1 = box
-    return max(x0 - r, 0), max(y0 - r, 0), min(x1 + r, size), min(y1 + r, size)
+    return max(x0 - r, 0), max(y0 - r, 0), min(x1 + r, size[0]), min(y1 + r, size[1])
 
 
-def _half(box: Box, size_half: int) -> Box:
+def _half(box: Box, size_half: Size) -> Box:
     x0, y0, x1, y1 = box
     m = _UP_MARGIN
     return (
         max(x0 // 2 - m, 0), max(y0 // 2 - m, 0),
-        min(-(-x1 // 2) + m, size_half), min(-(-y1 // 2) + m, size_half),
+        min(-(-x1 // 2) + m, size_half[0]), min(-(-y1 // 2) + m, size_half[1]),
     )
+
+
+def _square(res: int) -> tuple[int, int]:
+    return res, res
 
 
 def _slice(x: torch.Tensor, have: Box, want: Box) -> torch.Tensor:
     return x[:, :, want[1] - have[1] : want[3] - have[1], want[0] - have[0] : want[2] - have[0]]
 
 
-def crop_plan(block_resolutions: list[int], res: int, box: Box) -> dict[int, Box]:
-    """Output box of every block up to ``res`` so that ``b{res}`` is exact on ``box``."""
+def crop_plan(
+    block_resolutions: list[int], res: int, box: Box,
+    block_size: Callable[[int], tuple[int, int]] = _square,
+) -> dict[int, Box]:
+    """Output box of every block up to ``res`` so that ``b{res}`` is exact on ``box``.
+
+    ``block_size(r)`` is ``(height, width)`` of block ``b{r}`` (square by
+    default; pass ``G.synthesis.block_size`` for a non-square generator).
+    """
     plan = {res: box}
     r = res
     while r > block_resolutions[0]:
-        mid = _dilate(plan[r], 1, r)  # conv1 (3x3) input
-        plan[r // 2] = _half(mid, r // 2)  # conv0 / skip (2x up) input
+        h, w = block_size(r)
+        hh, wh = block_size(r // 2)
+        mid = _dilate(plan[r], 1, (w, h))  # conv1 (3x3) input
+        plan[r // 2] = _half(mid, (wh, hh))  # conv0 / skip (2x up) input
         r //= 2
     return plan
 
@@ -125,8 +141,8 @@ def block_features(
         ws: ``(1, num_ws, w_dim)`` W+ codes.
         res: block resolution (one of ``G.synthesis.block_resolutions``).
         box: ``(x0, y0, x1, y1)`` in ``b{res}`` pixels, end exclusive; None
-            for the full map.  Boxes covering most of the map are computed in
-            full.
+            for the full map (``res x res``, or ``res x res/2`` when the
+            generator is not square).
 
     Returns:
         ``(feat (1, C, y1 - y0, x1 - x0), origin (x0, y0))``; for the full
@@ -135,11 +151,13 @@ def block_features(
     syn = G.synthesis
     if res not in syn.block_resolutions:
         raise ValueError(f"no synthesis block at resolution {res}; blocks: {syn.block_resolutions}")
-    full = (0, 0, res, res)
+    block_size = getattr(syn, "block_size", _square)
+    height, width = block_size(res)
+    full = (0, 0, width, height)
     if box is not None:
         x0, y0, x1, y1 = box
-        if not (0 <= x0 < x1 <= res and 0 <= y0 < y1 <= res):
-            raise ValueError(f"box {box} is not inside the {res}x{res} map")
+        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+            raise ValueError(f"box {box} is not inside the {width}x{height} (width x height) map")
     if not can_crop(G, noise_mode):
         _img, feats = syn.run(ws, noise_mode=noise_mode, feature_blocks=[res], return_image=False)
         f = feats[res]
@@ -148,14 +166,15 @@ def block_features(
         return _slice(f, full, box), (box[0], box[1])
     if box is None:
         box = full
-    plan = crop_plan(syn.block_resolutions, res, box)
+    plan = crop_plan(syn.block_resolutions, res, box, block_size)
     x = None
     have: Box | None = None
     for r, block_ws in zip(syn.block_resolutions, syn._split_ws(ws)):
         block = getattr(syn, f"b{r}")
         w_iter = iter(block_ws.unbind(dim=1))
         out_box = plan[r]
-        mid = _dilate(out_box, 1, r)
+        bh, bw = block_size(r)
+        mid = _dilate(out_box, 1, (bw, bh))
         if block.in_channels == 0:
             c = block.const[:, mid[1] : mid[3], mid[0] : mid[2]].unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
             x = _layer(block.conv1, c, next(w_iter), mid, noise_mode)

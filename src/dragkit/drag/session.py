@@ -23,7 +23,7 @@ import copy
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -40,6 +40,15 @@ from .core import (
     track_points,
 )
 from .features import block_features
+from .options import (  # re-exported: their home is .options
+    MAX_POINTS,
+    DragOptions,
+    auto_feature_block,
+    auto_lambda_mask,
+    auto_r1,
+    auto_r2,
+)
+from .schema import MAX_SESSION_BYTES, SESSION_FORMAT, SESSION_VERSION, parse_session_state
 
 __all__ = [
     "DragOptions",
@@ -51,161 +60,8 @@ __all__ = [
     "auto_lambda_mask",
     "auto_feature_block",
     "SESSION_FORMAT",
+    "MAX_POINTS",
 ]
-
-SESSION_FORMAT = "dragkit-session"
-SESSION_VERSION = 1
-SPACES = ("w+", "w")
-TRACKING = ("l1", "l2")
-NOISE_MODES = ("const", "none")
-
-
-# ----------------------------------------------------------------------------
-# Defaults for small models (chosen on the toy world, see docs/drag.md).
-
-
-def auto_r1(img_resolution: int) -> float:
-    """Default motion-supervision radius.
-
-    ``H / 4`` for models of at most 64 px (measured on the 32 px toy world:
-    objects there span a few pixels of flat colour, and a disk that covers
-    the dragged object moves it far more accurately; docs/drag.md); above
-    that the paper's 3 px at 512 px, scaled with ``H``, never below 3 px.
-    """
-    if img_resolution <= 64:
-        return img_resolution / 4.0
-    return max(3.0, 3.0 * img_resolution / 512)
-
-
-def auto_r2(img_resolution: int) -> int:
-    """Default tracking half-size: the paper's 12 px at 512 px, never below 6 px."""
-    return max(6, round(12 * img_resolution / 512))
-
-
-def auto_lambda_mask(img_resolution: int) -> float:
-    """Default weight of the mask term.
-
-    The paper's 20 above 64 px.  5 for models of at most 64 px: there the
-    feature block's halo around a moving object reaches a few pixels into a
-    hand-painted fixed region, and lambda = 20 holds the dragged object back
-    (toy world, flexible band 3 px wider than the disk: 37 % of drags arrive
-    within 300 steps at 20, 87 % at 5; docs/drag.md).
-    """
-    return 5.0 if img_resolution <= 64 else 20.0
-
-
-def auto_feature_block(block_resolutions: Sequence[int], img_resolution: int) -> int:
-    """Default feature block: ``H / 4`` (the paper's b128 at 512 px), at least b16."""
-    want = max(16, img_resolution // 4)
-    cands = [r for r in block_resolutions if r <= want]
-    return max(cands) if cands else min(block_resolutions)
-
-
-@dataclass
-class DragOptions:
-    """Settings of a drag (mutable between drags; a change applies to the next drag).
-
-    Attributes:
-        lr: Adam learning rate.
-        r1: motion-supervision disk radius in pixels (None = :func:`auto_r1`).
-        r2: tracking search half-size in pixels (None = :func:`auto_r2`).
-        lambda_mask: weight of the mask term (used only when a mask with
-            both values is set; None = :func:`auto_lambda_mask`).
-        space: ``'w+'`` (one code per layer) or ``'w'`` (one shared code).
-        layers: how many of the first codes are optimised; the others are
-            held at their values from the start of the drag.
-        tracking: ``'l1'`` (paper) or ``'l2'`` (authors' code).
-        feature_block: block resolution whose output is the feature map
-            (None = :func:`auto_feature_block`).
-        stop_distance: stop when every handle is within this many pixels of
-            its target (None = the paper's rule, 1 px for up to 5 points,
-            2 px otherwise).
-        noise_mode: ``'const'`` or ``'none'``.
-    """
-
-    lr: float = 0.004
-    r1: float | None = None
-    r2: int | None = None
-    lambda_mask: float | None = None
-    space: str = "w+"
-    layers: int = 6
-    tracking: str = "l1"
-    feature_block: int | None = None
-    stop_distance: float | None = None
-    noise_mode: str = "const"
-
-    def validate(self, G: Any | None = None) -> None:
-        """Raise :class:`SpecError` naming the first bad field."""
-
-        def num(name: str, v: Any, positive: bool = True, allow_none: bool = False) -> None:
-            if v is None and allow_none:
-                return
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise SpecError(f"option {name} must be a finite number, got {v!r}")
-            if positive and v <= 0:
-                raise SpecError(f"option {name} must be > 0, got {v!r}")
-
-        num("lr", self.lr)
-        num("r1", self.r1, allow_none=True)
-        num("r2", self.r2, allow_none=True)
-        if self.r2 is not None and int(self.r2) != self.r2:
-            raise SpecError(f"option r2 must be a whole number of pixels, got {self.r2!r}")
-        num("lambda_mask", self.lambda_mask, positive=False, allow_none=True)
-        if self.lambda_mask is not None and self.lambda_mask < 0:
-            raise SpecError(f"option lambda_mask must be >= 0, got {self.lambda_mask!r}")
-        num("stop_distance", self.stop_distance, allow_none=True)
-        if self.space not in SPACES:
-            raise SpecError(f"option space must be one of {SPACES}, got {self.space!r}")
-        if self.tracking not in TRACKING:
-            raise SpecError(f"option tracking must be one of {TRACKING}, got {self.tracking!r}")
-        if self.noise_mode not in NOISE_MODES:
-            raise SpecError(f"option noise_mode must be one of {NOISE_MODES}, got {self.noise_mode!r}")
-        if isinstance(self.layers, bool) or not isinstance(self.layers, int) or self.layers < 1:
-            raise SpecError(f"option layers must be an integer >= 1, got {self.layers!r}")
-        if self.feature_block is not None and (
-            isinstance(self.feature_block, bool) or not isinstance(self.feature_block, int)
-        ):
-            raise SpecError(f"option feature_block must be a block resolution or null, got {self.feature_block!r}")
-        if G is not None:
-            if self.layers > G.num_ws:
-                raise SpecError(f"option layers must be at most {G.num_ws} for this model, got {self.layers}")
-            blocks = list(G.synthesis.block_resolutions)
-            if self.feature_block is not None and self.feature_block not in blocks:
-                raise SpecError(f"option feature_block must be one of {blocks} for this model, got {self.feature_block}")
-
-    def resolved(self, G: Any) -> "DragOptions":
-        """A copy with every None default replaced by its value for ``G`` (validated)."""
-        self.validate(G)
-        H = int(G.img_resolution)
-        return DragOptions(
-            lr=float(self.lr),
-            r1=float(self.r1) if self.r1 is not None else auto_r1(H),
-            r2=int(self.r2) if self.r2 is not None else auto_r2(H),
-            lambda_mask=float(self.lambda_mask) if self.lambda_mask is not None else auto_lambda_mask(H),
-            space=self.space,
-            layers=int(self.layers),
-            tracking=self.tracking,
-            feature_block=int(self.feature_block) if self.feature_block is not None
-            else auto_feature_block(G.synthesis.block_resolutions, H),
-            stop_distance=float(self.stop_distance) if self.stop_distance is not None else None,
-            noise_mode=self.noise_mode,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DragOptions":
-        """Build from a dict; unknown keys are a :class:`SpecError`."""
-        if not isinstance(d, dict):
-            raise SpecError(f"options must be an object, got {type(d).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise SpecError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        opts = cls(**d)
-        opts.validate()
-        return opts
 
 
 @dataclass(frozen=True)
@@ -246,13 +102,25 @@ def _enc_tensor(t: torch.Tensor) -> dict[str, Any]:
             "data": base64.b64encode(a.astype("<f4").tobytes()).decode("ascii")}
 
 
-def _dec_tensor(d: Any, what: str) -> torch.Tensor:
+def _b64_chars(nbytes: int) -> int:
+    return 4 * ((nbytes + 2) // 3)
+
+
+def _dec_tensor(d: Any, what: str, shape: Sequence[int] | None = None) -> torch.Tensor:
+    """Decode :func:`_enc_tensor`'s dict; with ``shape``, the shape and the text length are
+    checked before a byte is decoded."""
     try:
-        shape = [int(s) for s in d["shape"]]
-        raw = base64.b64decode(d["data"], validate=True)
-        a = np.frombuffer(raw, dtype="<f4").reshape(shape)
+        got = [int(s) for s in d["shape"]]
+        data = d["data"]
+        if shape is not None:
+            if got != list(shape):
+                raise ValueError(f"shape {got}, this model needs {list(shape)}")
+            if not isinstance(data, str) or len(data) != _b64_chars(4 * math.prod(got)):
+                raise ValueError("data length does not match the shape")
+        raw = base64.b64decode(data, validate=True)
+        a = np.frombuffer(raw, dtype="<f4").reshape(got)
     except Exception as exc:
-        raise DragkitError(f"{what}: not a valid encoded tensor ({exc})") from None
+        raise DragkitError(f"{what}: not a valid encoded tensor ({str(exc)[:120]})") from None
     if not np.isfinite(a).all():
         raise DragkitError(f"{what}: contains NaN or infinity")
     return torch.from_numpy(a.astype(np.float32))
@@ -264,16 +132,25 @@ def _enc_mask(m: np.ndarray | None) -> dict[str, Any] | None:
     return {"shape": list(m.shape), "packbits": base64.b64encode(np.packbits(m.reshape(-1)).tobytes()).decode("ascii")}
 
 
-def _dec_mask(d: Any, what: str) -> np.ndarray | None:
+def _dec_mask(d: Any, what: str, size: int | None = None) -> np.ndarray | None:
+    """Decode :func:`_enc_mask`'s dict; with ``size``, shape and length are checked first."""
     if d is None:
         return None
     try:
         shape = [int(s) for s in d["shape"]]
-        bits = np.frombuffer(base64.b64decode(d["packbits"], validate=True), dtype=np.uint8)
-        n = int(np.prod(shape))
+        packed = d["packbits"]
+        n = math.prod(shape)
+        if size is not None:
+            if shape != [size, size]:
+                raise ValueError(f"shape {shape}, the image is {size}x{size}")
+            if not isinstance(packed, str) or len(packed) != _b64_chars((n + 7) // 8):
+                raise ValueError("data length does not match the shape")
+        bits = np.frombuffer(base64.b64decode(packed, validate=True), dtype=np.uint8)
+        if bits.size * 8 < n:
+            raise ValueError("too few bits for the shape")
         m = np.unpackbits(bits)[:n].astype(bool).reshape(shape)
     except Exception as exc:
-        raise DragkitError(f"{what}: not a valid encoded mask ({exc})") from None
+        raise DragkitError(f"{what}: not a valid encoded mask ({str(exc)[:120]})") from None
     return m
 
 
@@ -414,8 +291,14 @@ class DragSession:
         return x, y
 
     def add_point(self, handle: Sequence[float], target: Sequence[float]) -> int:
-        """Add a handle -> target pair; returns its index."""
+        """Add a handle -> target pair; returns its index.
+
+        Raises:
+            SpecError: a point outside the image, or more than :data:`MAX_POINTS` pairs.
+        """
         h, t = self._xy(handle, "handle"), self._xy(target, "target")
+        if len(self._points) >= MAX_POINTS:
+            raise SpecError(f"at most {MAX_POINTS} point pairs per drag")
         self.end_drag()
         self._points.append(_Point(h, t))
         return len(self._points) - 1
@@ -486,12 +369,22 @@ class DragSession:
     def _features(self, ws: torch.Tensor, d: _Drag, box: tuple[int, int, int, int] | None):
         return block_features(self.G, ws, d.opts.feature_block, box, noise_mode=d.opts.noise_mode)
 
+    def check_drag(self) -> None:
+        """Raise :class:`SpecError` if a drag of the current points with the current
+        options would pass a bound of :mod:`.options` (radii, points, work per step).
+
+        Every drag checks this before any computation; callers (the server,
+        the CLI) may call it earlier to refuse a drag before queueing it.
+        """
+        self.options.validate(self.G, num_points=len(self._points))
+
     def begin_drag(self) -> None:
         """Start a drag now (otherwise the first :meth:`step` does)."""
         if self._drag is not None:
             return
         if not self._points:
             raise SpecError("add at least one point before dragging")
+        self.check_drag()
         opts = self.options.resolved(self.G)
         k = opts.layers
         start = self._latent
@@ -644,15 +537,32 @@ class DragSession:
         }
 
     def _restore(self, snap: dict[str, Any]) -> None:
-        self._set_latent(self._check_ws(_dec_tensor(snap["latent"], "latent")))
-        pts = []
-        for i, p in enumerate(snap.get("points", [])):
-            pts.append(_Point(self._xy(p["handle"], f"point {i} handle"), self._xy(p["target"], f"point {i} target")))
-        self._points = pts
-        m = _dec_mask(snap.get("mask"), "mask")
-        if m is not None and m.shape != (self.resolution, self.resolution):
-            raise DragkitError(f"mask must be {self.resolution}x{self.resolution}, got {m.shape}")
+        latent = self._check_ws(_dec_tensor(snap["latent"], "latent", self._ws_shape))
+        points = self._check_points(snap.get("points", []))
+        m = _dec_mask(snap.get("mask"), "mask", self.resolution)
+        self._set_latent(latent)
+        self._points = points
         self._mask = m
+
+    @property
+    def _ws_shape(self) -> tuple[int, int, int]:
+        return (1, int(self.G.num_ws), int(self.G.w_dim))
+
+    def _check_points(self, raw: Sequence[Any]) -> list[_Point]:
+        if len(raw) > MAX_POINTS:
+            raise SpecError(f"at most {MAX_POINTS} point pairs per drag, got {len(raw)}")
+        return [_Point(self._xy(p["handle"], f"point {i} handle"), self._xy(p["target"], f"point {i} target"))
+                for i, p in enumerate(raw)]
+
+    def _check_snapshot(self, snap: dict[str, Any], what: str) -> None:
+        """A history snapshot fits this model (shapes and points), checked without decoding it."""
+        lat, mask = snap["latent"], snap.get("mask")
+        if list(lat["shape"]) != list(self._ws_shape) or len(lat["data"]) != _b64_chars(4 * math.prod(self._ws_shape)):
+            raise DragkitError(f"{what}: latent does not fit this model")
+        H = self.resolution
+        if mask is not None and (list(mask["shape"]) != [H, H] or len(mask["packbits"]) != _b64_chars((H * H + 7) // 8)):
+            raise DragkitError(f"{what}: mask does not fit the {H}x{H} image")
+        self._check_points(snap.get("points", []))
 
     def _set_latent(self, ws: torch.Tensor) -> None:
         self._latent = ws
@@ -716,53 +626,93 @@ class DragSession:
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`get_state` snapshot (ends any drag in progress).
 
+        The snapshot is validated field by field (:mod:`.schema`), then
+        against this model (latent shape, mask size, points inside the
+        image, option bounds) before anything is decoded; on any error the
+        session is unchanged.
+
         Raises:
-            DragkitError: the snapshot is malformed or made for another model.
+            DragkitError: the snapshot is malformed or made for another model
+                (:class:`SpecError` for points or options out of bounds).
         """
-        if not isinstance(state, dict) or state.get("format") != SESSION_FORMAT:
-            raise DragkitError(f"not a {SESSION_FORMAT} state")
-        if int(state.get("version", 0)) > SESSION_VERSION:
-            raise DragkitError(f"session version {state.get('version')} is newer than this dragkit supports")
-        model = state.get("model", {})
+        st = parse_session_state(state).model_dump()
+        model = st["model"]
         mine = (self.resolution, int(self.G.num_ws), int(self.G.w_dim))
-        theirs = (model.get("img_resolution"), model.get("num_ws"), model.get("w_dim"))
-        if tuple(theirs) != mine:
+        theirs = (model["img_resolution"], model["num_ws"], model["w_dim"])
+        if theirs != mine:
             raise DragkitError(
                 f"session was made for a {theirs[0]} px model with {theirs[1]}x{theirs[2]} codes; "
                 f"this one is {mine[0]} px with {mine[1]}x{mine[2]}"
             )
+        options = DragOptions.from_dict(dict(st["options"]))
+        options.validate(self.G, num_points=len(st["points"]) or None)
+        hist = st.get("history") or {"undo": [], "redo": []}
+        for kind in ("undo", "redo"):
+            for i, entry in enumerate(hist[kind]):
+                for side in ("before", "after"):
+                    self._check_snapshot(entry[side], f"history.{kind}[{i}].{side}")
+        w0 = self._check_ws(_dec_tensor(st["w0"], "w0", self._ws_shape))
+        old = (self._latent, self._points, self._mask, self._version)
+        self._drag = None
         try:
-            options = DragOptions.from_dict(dict(state.get("options", {})))
-            options.validate(self.G)
-            self._drag = None
-            self._restore(state)
-            self.w0 = self._check_ws(_dec_tensor(state["w0"], "w0"))
-            hist = state.get("history") or {}
-            self._undo = copy.deepcopy(list(hist.get("undo", [])))
-            self._redo = copy.deepcopy(list(hist.get("redo", [])))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DragkitError(f"malformed session state: {exc}") from None
+            self._restore(st)
+        except BaseException:
+            self._latent, self._points, self._mask, self._version = old
+            raise
+        self.w0 = w0
+        self._undo = list(hist["undo"])
+        self._redo = list(hist["redo"])
         self.options = options
-        self.seed = state.get("seed")
-        self.psi = float(state.get("psi", self.psi))
+        self.seed = st["seed"]
+        self.psi = float(st["psi"])
+
+    def to_bytes(self) -> bytes:
+        """The session file's bytes (what :meth:`save` writes; ends a drag in progress first)."""
+        self.end_drag()
+        return json.dumps(self.get_state(), separators=(",", ":")).encode("utf-8")
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the session as JSON (ends a drag in progress first); atomic."""
         from ..utils import atomic_write_bytes
 
-        self.end_drag()
-        data = json.dumps(self.get_state(), separators=(",", ":")).encode("utf-8")
-        return atomic_write_bytes(path, data)
+        return atomic_write_bytes(path, self.to_bytes())
+
+    @classmethod
+    def from_bytes(cls, data: bytes, G: Any) -> "DragSession":
+        """A session from a session file's bytes (untrusted: validated by :meth:`set_state`).
+
+        Raises:
+            DragkitError: too large, not JSON, or not a valid session for ``G``;
+                the message never contains a path.
+        """
+        if len(data) > MAX_SESSION_BYTES:
+            raise DragkitError(f"not a dragkit session file (larger than {MAX_SESSION_BYTES // 2**20} MiB)")
+
+        def no_constant(name: str) -> Any:
+            raise ValueError(f"{name} is not a number")
+
+        try:
+            state = json.loads(bytes(data).decode("utf-8"), parse_constant=no_constant)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise DragkitError(f"not a dragkit session file ({str(exc)[:120]})") from None
+        except RecursionError:
+            raise DragkitError("not a dragkit session file (nests too deeply)") from None
+        if not isinstance(state, dict) or state.get("format") != SESSION_FORMAT:
+            raise DragkitError("not a dragkit session file")
+        s = cls(G, _ws=torch.zeros(1, G.num_ws, G.w_dim, device=next(G.parameters()).device))
+        s.set_state(state)
+        return s
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], G: Any) -> "DragSession":
         """Read a session written by :meth:`save` for generator ``G``."""
+        p = Path(path)
         try:
-            state = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DragkitError(f"{path}: not a dragkit session file ({exc})") from None
-        if not isinstance(state, dict) or state.get("format") != SESSION_FORMAT:
-            raise DragkitError(f"{path}: not a dragkit session file")
-        s = cls(G, _ws=torch.zeros(1, G.num_ws, G.w_dim, device=next(G.parameters()).device))
-        s.set_state(state)
-        return s
+            with open(p, "rb") as f:
+                data = f.read(MAX_SESSION_BYTES + 1)
+        except OSError as exc:
+            raise DragkitError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+        try:
+            return cls.from_bytes(data, G)
+        except DragkitError as exc:
+            raise type(exc)(f"{path}: {exc}") from None

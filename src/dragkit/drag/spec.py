@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import SpecError
-from .session import DragOptions
+from .options import MAX_POINTS, MAX_STEPS, DragOptions
 
 __all__ = ["EditSpec", "parse_spec", "load_spec", "SPEC_KEYS"]
 
+#: Largest spec file read (real ones are a few hundred bytes).
+MAX_SPEC_BYTES = 1 << 20
 SPEC_KEYS = ("model", "seed", "psi", "latent", "points", "mask", "max_steps", "options")
 POINT_KEYS = ("handle", "target")
 
@@ -77,6 +79,8 @@ def parse_spec(data: Any, base_dir: str | os.PathLike[str] = ".") -> EditSpec:
     points_raw = data.get("points")
     if not isinstance(points_raw, list) or not points_raw:
         raise SpecError("points must be a non-empty list of {\"handle\": [x, y], \"target\": [x, y]}")
+    if len(points_raw) > MAX_POINTS:
+        raise SpecError(f"points: at most {MAX_POINTS} point pairs per drag, got {len(points_raw)}")
     points = []
     for i, p in enumerate(points_raw):
         if not isinstance(p, dict):
@@ -94,8 +98,8 @@ def parse_spec(data: Any, base_dir: str | os.PathLike[str] = ".") -> EditSpec:
             raise SpecError(f"mask must be the path of an image, got {json.dumps(mask)}")
         mask = base / mask
     max_steps = data.get("max_steps", 300)
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0:
-        raise SpecError(f"max_steps must be an integer >= 0, got {json.dumps(max_steps)}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or not 0 <= max_steps <= MAX_STEPS:
+        raise SpecError(f"max_steps must be an integer in [0, {MAX_STEPS}], got {json.dumps(max_steps)[:40]}")
     opts_raw = data.get("options", {})
     if opts_raw is None:
         opts_raw = {}
@@ -114,6 +118,8 @@ def load_spec(path: str | os.PathLike[str]) -> EditSpec:
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"{p}: no such spec file")
+    if p.stat().st_size > MAX_SPEC_BYTES:
+        raise SpecError(f"{p}: too large for an edit spec (over {MAX_SPEC_BYTES // 1024} KiB)")
 
     def bad_constant(name: str) -> Any:
         raise SpecError(f"{p}: {name} is not a valid number in the spec")
@@ -124,36 +130,30 @@ def load_spec(path: str | os.PathLike[str]) -> EditSpec:
         raise SpecError(f"{p}: not a UTF-8 JSON file") from None
     except json.JSONDecodeError as exc:
         raise SpecError(f"{p}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise SpecError(f"{p}: invalid JSON (nests too deeply)") from None
     return parse_spec(data, p.parent)
 
 
 def load_mask_image(path: Path, resolution: int) -> np.ndarray:
-    """A mask image -> ``(H, W)`` bool, white (>= 128) = flexible; must be ``resolution`` square."""
-    from PIL import Image, UnidentifiedImageError
+    """A mask image -> ``(H, W)`` bool, white (>= 128) = flexible; must be ``resolution`` square.
 
-    if not path.is_file():
-        raise SpecError(f"mask {path}: no such file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            gray = np.asarray(im.convert("L"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise SpecError(f"mask {path}: not a readable image ({exc})") from None
-    if gray.shape != (resolution, resolution):
-        raise SpecError(
-            f"mask {path} is {gray.shape[1]}x{gray.shape[0]} but the model makes {resolution}x{resolution} images"
-        )
-    return gray >= 128
+    Read with :func:`dragkit.images.read_mask`: the size is checked from the
+    header before anything is decoded (a decompression bomb costs nothing).
+    """
+    from ..images import read_mask
+
+    return read_mask(path, resolution, what=f"mask {path}")
 
 
 def load_latent_npy(path: Path, num_ws: int, w_dim: int) -> np.ndarray:
     """A ``.npy`` latent -> ``(1, num_ws, w_dim)`` float32 (W ``(1, w_dim)`` is broadcast)."""
     if not path.is_file():
         raise SpecError(f"latent {path}: no such file")
-    try:
-        a = np.load(path, allow_pickle=False)
+    try:  # memory-mapped: a header declaring a huge shape allocates nothing
+        a = np.load(path, allow_pickle=False, mmap_mode="r")
     except Exception as exc:
-        raise SpecError(f"latent {path}: not a readable .npy array ({exc})") from None
+        raise SpecError(f"latent {path}: not a readable .npy array ({str(exc)[:120]})") from None
     if not np.issubdtype(a.dtype, np.floating):
         raise SpecError(f"latent {path}: expected floats, got {a.dtype}")
     if a.shape in ((w_dim,), (1, w_dim)):

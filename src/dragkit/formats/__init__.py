@@ -3,7 +3,9 @@
 Formats are chosen by file extension and then verified by content:
 ``.safetensors``/``.json`` native, ``.pkl`` NVIDIA pickle (restricted
 unpickler, never runs code from the file), ``.pt``/``.pth`` rosinality
-(``torch.load(weights_only=True)``).
+(``torch.load(weights_only=True)`` on PyTorch >= 2.10 only).  Every reader
+checks the architecture it finds (:mod:`.arch`) and allocates no more than
+the file holds (docs/security.md).
 """
 from __future__ import annotations
 

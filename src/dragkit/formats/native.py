@@ -19,6 +19,7 @@ from ..errors import CheckpointError
 from ..nets import Generator
 from ..nets.discriminator import Discriminator
 from ..utils import atomic_write_bytes as _atomic_write_bytes
+from .arch import build_bounded, check_discriminator_kwargs, check_generator_kwargs, compare_shapes, total_elements
 
 FORMAT_NAME = "dragkit-native"
 FORMAT_VERSION = 1
@@ -79,17 +80,33 @@ def save_native(
     return save_state_native(G.state_dict(), config, path, dtype=dtype)
 
 
+#: Largest JSON config read (real ones are about a kilobyte).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_json(path: Path) -> Any:
+    """A small JSON file; too large, not UTF-8, invalid or nested too deeply is a CheckpointError."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"{path}: config file too large (over {MAX_CONFIG_BYTES // 1024} KiB)")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({_first_line(exc)})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: not valid JSON (nests too deeply)") from None
+
+
 def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate the JSON half of a native checkpoint."""
     _, cfg_path = native_paths(path)
-    try:
-        raw = cfg_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CheckpointError(f"{cfg_path}: missing config file of native checkpoint") from None
-    try:
-        cfg = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from None
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{cfg_path}: missing config file of native checkpoint")
+    cfg = _read_json(cfg_path)
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{cfg_path}: not a dragkit native config (format != {FORMAT_NAME!r})")
     kwargs = cfg.get("init_kwargs")
@@ -110,44 +127,69 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(weights), device="cpu")
     except Exception as exc:  # safetensors raises several types for bad files
-        raise CheckpointError(f"{weights}: corrupt or unreadable safetensors file ({exc})") from None
+        raise CheckpointError(f"{weights}: corrupt or unreadable safetensors file ({_first_line(exc)})") from None
 
 
 def load_state_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Copy ``state`` into ``module``; a missing, extra or mis-shaped tensor is an error naming it."""
     own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    if missing:
-        raise CheckpointError(f"{source}: missing tensor {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    if extra:
-        raise CheckpointError(f"{source}: unexpected tensor {extra[0]!r}" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+    compare_shapes({k: tuple(v.shape) for k, v in own.items()}, {k: tuple(v.shape) for k, v in state.items()}, source)
     for k, v in state.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise CheckpointError(
-                f"{source}: tensor {k!r} has shape {list(v.shape)}, the network expects {list(own[k].shape)}"
-            )
         if not torch.is_floating_point(v) or not torch.isfinite(v).all():
             raise CheckpointError(f"{source}: tensor {k!r} is not finite floating point")
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
 
 
-def build_generator(init_kwargs: Mapping[str, Any], source: str) -> Generator:
-    """Construct a generator from recorded kwargs; bad kwargs become CheckpointError."""
+def build_generator(init_kwargs: Mapping[str, Any], source: str, holds: int) -> Generator:
+    """Construct a generator from recorded kwargs, every field checked first (:mod:`.arch`).
+
+    Args:
+        holds: how many tensor elements the file stores for it; the
+            construction never allocates much more (a hostile config cannot
+            ask for 360 GB).
+
+    Raises:
+        CheckpointError: a bad field (named) or a network bigger than the file.
+    """
+    kwargs = check_generator_kwargs(init_kwargs, source)
+    return build_bounded(Generator, kwargs, holds, source, "generator")  # type: ignore[return-value]
+
+
+def read_state_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """Names and shapes in the safetensors half, read from its header only (no tensor data)."""
+    from safetensors import safe_open
+
+    weights, _ = native_paths(path)
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing weights file of native checkpoint")
     try:
-        return Generator(**init_kwargs)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{source}: cannot build the generator from its config ({exc})") from None
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            return {k: tuple(int(d) for d in f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # safetensors raises several types for bad files
+        raise CheckpointError(f"{weights}: corrupt or unreadable safetensors file ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
 
 
 def load_native(path: str | os.PathLike[str]) -> Generator:
-    """Load a native checkpoint (stem or either file) as an eval-mode generator."""
+    """Load a native checkpoint (stem or either file) as an eval-mode generator.
+
+    The JSON config is checked field by field, the network is built within
+    what the safetensors header declares, and names and shapes are compared
+    before any tensor data is read.
+    """
     cfg = read_config(path)
     weights, _ = native_paths(path)
-    G = build_generator(cfg["init_kwargs"], str(weights))
+    shapes = read_state_shapes(path)
+    G = build_generator(cfg["init_kwargs"], str(weights), holds=total_elements(shapes))
+    compare_shapes({k: tuple(v.shape) for k, v in G.state_dict().items()}, shapes, str(weights))
     load_state_strict(G, read_state(path), str(weights))
     G.eval().requires_grad_(False)
-    G.dragkit_metadata = dict(cfg.get("metadata") or {})  # type: ignore[attr-defined]
+    metadata = cfg.get("metadata")
+    G.dragkit_metadata = dict(metadata) if isinstance(metadata, dict) else {}  # type: ignore[attr-defined]
     return G
 
 
@@ -196,17 +238,14 @@ def load_native_discriminator(path: str | os.PathLike[str]) -> Discriminator:
     """
     stem = disc_stem(path)
     weights, cfg_path = native_paths(stem)
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{cfg_path}: missing discriminator config") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from None
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{cfg_path}: missing discriminator config")
+    cfg = _read_json(cfg_path)
     if not isinstance(cfg, dict) or cfg.get("format") != DISC_FORMAT or not isinstance(cfg.get("init_kwargs"), dict):
         raise CheckpointError(f"{cfg_path}: not a dragkit discriminator config")
-    try:
-        D = Discriminator(**cfg["init_kwargs"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{cfg_path}: cannot build the discriminator ({exc})") from None
+    config = check_discriminator_kwargs(cfg["init_kwargs"], str(cfg_path))
+    shapes = read_state_shapes(stem)
+    D = build_bounded(Discriminator, config, total_elements(shapes), str(cfg_path), "discriminator")
+    compare_shapes({k: tuple(v.shape) for k, v in D.state_dict().items()}, shapes, str(weights))
     load_state_strict(D, read_state(stem), str(weights))
     return D.eval().requires_grad_(False)

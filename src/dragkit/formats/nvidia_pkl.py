@@ -11,34 +11,27 @@ name and the object's ``__dict__`` (``_parameters``, ``_buffers``,
 source; a pickle can also name any other callable.  Both are arbitrary code
 execution for whoever crafted the file.
 
-This reader instead uses a :class:`pickle.Unpickler` whose ``find_class``
-answers from a small allow-list of stand-ins:
-
-* tensor and storage rebuilders (storages are decoded by
-  ``torch.load(weights_only=True)``),
-* ``collections.OrderedDict``, ``builtins.set``/``frozenset``, an
-  ``EasyDict`` stand-in (a plain ``dict`` subclass),
-* NumPy scalars/arrays of numeric dtypes only (object dtypes are refused),
-* a stand-in for ``_reconstruct_persistent_obj`` that only *records* the
-  class name, init arguments and state.  ``module_src`` is kept as text and
-  never executed.
-
+This reader instead unpickles with an allow-list of inert stand-ins
+(:mod:`.safe_pickle`: tensors, storages, containers, numeric NumPy values,
+and a stand-in for ``_reconstruct_persistent_obj`` that only records the
+class name, init arguments and state; ``module_src`` stays text).
 Any other global is refused with a :class:`~dragkit.errors.CheckpointError`
 naming it.  The generator's state dict is then collected from the recorded
 ``_parameters``/``_buffers``/``_modules`` of ``G_ema`` (else ``G``), its
 architecture read from the recorded ``_init_kwargs`` (or inferred from the
-tensor shapes when absent, never from the file name), and a
-:class:`dragkit.nets.Generator` is built and loaded strictly.
+tensor shapes when absent, never from the file name) and checked field
+by field (:mod:`.arch`), and a :class:`dragkit.nets.Generator` is built,
+allocating no more than the file's tensors hold, and loaded strictly.
+
+Work is bounded by what the file holds: shared (memoised) objects are
+walked once, and the trees walked after unpickling (the loaded object,
+the module tree, the init kwargs) have node budgets.
 """
 from __future__ import annotations
 
-import collections
-import io
 import math
 import os
-import pickle
 import re
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -47,7 +40,11 @@ import torch
 
 from ..errors import CheckpointError
 from ..nets import Generator
+from .arch import build_bounded, check_discriminator_kwargs, total_elements
 from .native import build_generator, load_state_strict
+from .safe_pickle import MAX_DEPTH as _MAX_DEPTH
+from .safe_pickle import EasyDict, PersistentRecord, safe_unpickle
+from .safe_pickle import PlainModuleRecord as _PlainModuleRecord
 
 __all__ = [
     "load_nvidia_pkl",
@@ -61,381 +58,25 @@ __all__ = [
     "apply_recorded_attributes",
 ]
 
-_MAX_DEPTH = 64
+#: Most module records in one network's tree (StyleGAN2 at 1024 px: ~200).
+_MAX_MODULES = 100_000
+#: Most values in recorded init kwargs (a handful in real files).
+_MAX_KWARG_NODES = 10_000
 _TRAINING_ONLY_MAPPING_KEYS = ("freeze_layers", "freeze_embed")
 _GENERATOR_KEYS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs")
-
-
-# --------------------------------------------------------------------------
-# Stand-ins returned by find_class.  None of them can run code from the file.
-
-
-class EasyDict(dict):
-    """Stand-in for ``dnnlib.EasyDict``: a plain dict with attribute access."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-class PersistentRecord:
-    """What an NVIDIA persistent object becomes here: data only, never code.
-
-    Attributes:
-        class_name: e.g. ``'Generator'``, ``'SynthesisBlock'``.
-        version: NVIDIA's persistence format version (6 in released code).
-        module_src: the embedded module source, as inert text.
-        state: the object's recorded ``__dict__`` (a dict).
-    """
-
-    __slots__ = ("class_name", "version", "module_src", "state")
-
-    def __init__(self, class_name: str, version: Any, module_src: str, state: dict) -> None:
-        self.class_name = class_name
-        self.version = version
-        self.module_src = module_src
-        self.state = state
-
-    def __setstate__(self, state: Any) -> None:
-        raise CheckpointError("malformed persistent object (unexpected BUILD state)")
-
-    @property
-    def init_kwargs(self) -> dict:
-        kw = self.state.get("_init_kwargs")
-        return dict(kw) if isinstance(kw, dict) else {}
-
-    @property
-    def init_args(self) -> tuple:
-        args = self.state.get("_init_args")
-        return tuple(args) if isinstance(args, (tuple, list)) else ()
-
-    def __repr__(self) -> str:
-        return f"PersistentRecord({self.class_name!r})"
-
-
-class _PlainModuleRecord:
-    """A plain ``torch.nn`` container (``ModuleList`` ...) recorded as data."""
-
-    torch_class = "torch.nn.Module"
-
-    def __init__(self) -> None:
-        self.state: dict = {}
-
-    def __setstate__(self, state: Any) -> None:
-        if not isinstance(state, dict):
-            raise CheckpointError(f"malformed {self.torch_class} state")
-        self.state = state
-
-
-def _plain_module_marker(qualname: str) -> type:
-    return type(qualname.rsplit(".", 1)[-1] + "Record", (_PlainModuleRecord,), {"torch_class": qualname})
-
-
-_PLAIN_MODULES = {
-    ("torch.nn.modules.container", name): _plain_module_marker(f"torch.nn.{name}")
-    for name in ("ModuleList", "ModuleDict", "Sequential")
-}
-_PLAIN_MODULES[("torch.nn.modules.linear", "Identity")] = _plain_module_marker("torch.nn.Identity")
-
-
-def _record_persistent_obj(meta: Any) -> PersistentRecord:
-    """Stand-in for ``torch_utils.persistence._reconstruct_persistent_obj``."""
-    if not isinstance(meta, dict):
-        raise CheckpointError("malformed persistent object (meta is not a dict)")
-    if meta.get("type") != "class":
-        raise CheckpointError(f"unsupported persistent object type {meta.get('type')!r}")
-    class_name = meta.get("class_name")
-    state = meta.get("state")
-    src = meta.get("module_src", "")
-    if not isinstance(class_name, str) or not isinstance(state, dict) or not isinstance(src, str):
-        raise CheckpointError("malformed persistent object (class_name/state/module_src)")
-    return PersistentRecord(class_name, meta.get("version"), src, state)
-
-
-def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
-    """Safe ``copyreg._reconstructor`` (protocol 0/1 pickles): stand-ins only."""
-    if isinstance(cls, type) and issubclass(cls, _PlainModuleRecord) and base is object:
-        return cls()
-    if cls is EasyDict and base is dict:
-        return EasyDict(state or {})
-    raise CheckpointError(f"refusing to reconstruct {getattr(cls, '__name__', cls)!r}")
-
-
-# -- tensors -----------------------------------------------------------------
-
-_STORAGE_TYPES = (torch.TypedStorage, torch.UntypedStorage)
-
-
-def _load_storage_from_bytes(data: Any) -> Any:
-    """Safe ``torch.storage._load_from_bytes``: a legacy torch.save of one storage."""
-    if not isinstance(data, (bytes, bytearray)):
-        raise CheckpointError("malformed tensor storage (expected bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            storage = torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad blob
-        raise CheckpointError(f"unreadable tensor storage ({type(exc).__name__}: {_first_line(exc)})") from None
-    if not isinstance(storage, _STORAGE_TYPES):
-        raise CheckpointError("malformed tensor storage (not a storage)")
-    return storage
-
-
-def _is_int_tuple(x: Any) -> bool:
-    return isinstance(x, (tuple, list)) and all(isinstance(v, int) and v >= 0 for v in x)
-
-
-def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, *rest: Any) -> torch.Tensor:
-    """Safe ``torch._utils._rebuild_tensor(_v2)``: checks every argument's type."""
-    if not isinstance(storage, _STORAGE_TYPES):
-        raise CheckpointError("malformed tensor (storage is not a tensor storage)")
-    if not isinstance(storage_offset, int) or storage_offset < 0 or not _is_int_tuple(size) or not _is_int_tuple(stride):
-        raise CheckpointError("malformed tensor (offset/size/stride)")
-    if len(size) != len(stride):
-        raise CheckpointError("malformed tensor (size and stride lengths differ)")
-    # rest = (requires_grad, backward_hooks[, metadata]); hooks must be empty.
-    if len(rest) > 1 and rest[1] is not None and len(rest[1]) != 0:
-        raise CheckpointError("refusing a tensor with backward hooks")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TypedStorage deprecation notices
-        if isinstance(storage, torch.TypedStorage):
-            dtype, untyped = storage.dtype, storage._untyped_storage
-        else:
-            dtype, untyped = torch.uint8, storage
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    available = untyped.nbytes() // itemsize
-    needed = storage_offset + sum((s - 1) * st for s, st in zip(size, stride)) + 1 if all(size) else 0
-    if needed > available:
-        raise CheckpointError("malformed tensor (extends past its storage)")
-    try:
-        t = torch.empty((0,), dtype=dtype)
-        t.set_(untyped, storage_offset, tuple(size), tuple(stride))
-    except Exception as exc:
-        raise CheckpointError(f"malformed tensor ({_first_line(exc)})") from None
-    return t
-
-
-def _rebuild_parameter(data: Any, requires_grad: Any = False, backward_hooks: Any = None, *rest: Any) -> torch.nn.Parameter:
-    """Safe ``torch._utils._rebuild_parameter(_with_state)``."""
-    if not isinstance(data, torch.Tensor):
-        raise CheckpointError("malformed parameter (data is not a tensor)")
-    if backward_hooks and len(backward_hooks) != 0:
-        raise CheckpointError("refusing a parameter with backward hooks")
-    if rest and rest[0]:
-        raise CheckpointError("refusing a parameter with extra state")
-    return torch.nn.Parameter(data, requires_grad=False)
-
-
-def _torch_size(dims: Any = ()) -> tuple:
-    if not _is_int_tuple(dims):
-        raise CheckpointError("malformed torch.Size")
-    return tuple(dims)
-
-
-# -- numpy -------------------------------------------------------------------
-
-_NUMERIC_KINDS = "biufc"  # bool, signed, unsigned, float, complex
-
-
-class _DType:
-    """Stand-in for ``numpy.dtype(spec)``: numeric dtypes only."""
-
-    def __init__(self, spec: Any, align: Any = False, copy: Any = False) -> None:
-        if not isinstance(spec, str):
-            raise CheckpointError("refusing a numpy dtype that is not a plain type code")
-        try:
-            dt = np.dtype(spec)
-        except TypeError:
-            raise CheckpointError(f"unknown numpy dtype {spec!r}") from None
-        if dt.kind not in _NUMERIC_KINDS or dt.hasobject or dt.fields is not None or dt.subdtype is not None:
-            raise CheckpointError(f"refusing numpy data of dtype {dt.str!r} ({'object' if dt.kind == 'O' else dt.kind}); only numeric arrays are allowed")
-        self.dtype = dt
-
-    def __setstate__(self, state: Any) -> None:
-        # (version, byteorder, subarray, names, fields, elsize, alignment, flags)
-        if not isinstance(state, tuple) or len(state) < 2:
-            raise CheckpointError("malformed numpy dtype state")
-        if len(state) >= 5 and any(x is not None for x in state[2:5]):
-            raise CheckpointError("refusing a structured numpy dtype")
-        order = state[1]
-        if order in ("<", ">"):
-            self.dtype = self.dtype.newbyteorder(order)
-        elif order not in ("|", "="):
-            raise CheckpointError("malformed numpy dtype byte order")
-
-
-def _as_dtype(dt: Any) -> np.dtype:
-    if isinstance(dt, _DType):
-        return dt.dtype
-    raise CheckpointError("malformed numpy data (dtype)")
-
-
-def _np_scalar(dt: Any, data: Any = None) -> Any:
-    """Safe ``numpy.core.multiarray.scalar``."""
-    dtype = _as_dtype(dt)
-    if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:
-        raise CheckpointError("malformed numpy scalar")
-    return np.frombuffer(bytes(data), dtype=dtype, count=1)[0]
-
-
-class _NDArrayType:
-    """Stand-in for ``numpy.ndarray`` as the first argument of ``_reconstruct``."""
-
-
-class _NDArrayStub:
-    """Receives ``ndarray.__setstate__``'s tuple and builds a numeric array."""
-
-    def __init__(self) -> None:
-        self.array: np.ndarray | None = None
-
-    def __setstate__(self, state: Any) -> None:
-        if not isinstance(state, tuple) or len(state) != 5:
-            raise CheckpointError("malformed numpy array state")
-        _version, shape, dt, fortran, raw = state
-        dtype = _as_dtype(dt)
-        self.array = _array_from_bytes(raw, dtype, shape, "F" if fortran else "C")
-
-
-def _array_from_bytes(raw: Any, dtype: np.dtype, shape: Any, order: str) -> np.ndarray:
-    if not isinstance(raw, (bytes, bytearray)) or not _is_int_tuple(shape) or order not in ("C", "F"):
-        raise CheckpointError("malformed numpy array")
-    count = int(np.prod(shape)) if len(shape) else 1
-    if len(raw) != count * dtype.itemsize:
-        raise CheckpointError("malformed numpy array (size does not match its shape)")
-    return np.frombuffer(bytes(raw), dtype=dtype).reshape(tuple(shape), order=order).copy()
-
-
-def _np_reconstruct(cls: Any, shape: Any = (0,), typecode: Any = b"b") -> _NDArrayStub:
-    """Safe ``numpy.core.multiarray._reconstruct``: plain ndarrays only."""
-    if cls is not _NDArrayType:
-        raise CheckpointError("refusing a numpy array subclass")
-    return _NDArrayStub()
-
-
-def _np_frombuffer(buf: Any, dt: Any, shape: Any, order: Any) -> np.ndarray:
-    """Safe ``numpy.core.numeric._frombuffer`` (pickle protocol 5)."""
-    return _array_from_bytes(bytes(buf) if isinstance(buf, (bytes, bytearray, memoryview)) else buf, _as_dtype(dt), shape, order)
-
-
-# -- the allow-list ------------------------------------------------------------
-
-_ALLOWED: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "object"): object,
-    ("builtins", "dict"): dict,
-    ("copyreg", "_reconstructor"): _reconstructor,
-    ("dnnlib", "EasyDict"): EasyDict,
-    ("dnnlib.util", "EasyDict"): EasyDict,
-    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _record_persistent_obj,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
-    ("torch", "Size"): _torch_size,
-    ("numpy", "dtype"): _DType,
-    ("numpy", "ndarray"): _NDArrayType,
-    **_PLAIN_MODULES,
-}
-for _np_core in ("numpy.core", "numpy._core"):
-    _ALLOWED[(f"{_np_core}.multiarray", "scalar")] = _np_scalar
-    _ALLOWED[(f"{_np_core}.multiarray", "_reconstruct")] = _np_reconstruct
-    _ALLOWED[(f"{_np_core}.numeric", "_frombuffer")] = _np_frombuffer
-
-_TF_HINT = {
-    ("dnnlib.tflib.network", "Network"): "this is a TensorFlow StyleGAN pickle; convert it to PyTorch "
-    "with NVIDIA's stylegan2-ada-pytorch legacy.py first",
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file: Any, source: str) -> None:
-        super().__init__(file)
-        self._source = source
-
-    def find_class(self, module: str, name: str) -> Any:
-        found = _ALLOWED.get((module, name))
-        if found is not None:
-            return found
-        hint = _TF_HINT.get((module, name))
-        if hint:
-            raise CheckpointError(f"{self._source}: {hint}")
-        raise CheckpointError(
-            f"refusing to load global '{module}.{name}' from {self._source} "
-            "(NVIDIA pickles may only hold tensors, numbers and network records; dragkit never runs code from a file)"
-        )
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise CheckpointError(f"{self._source}: unexpected persistent id in pickle (a torch.save file, not an NVIDIA pickle?)")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
-
-
-def _finalize(obj: Any, depth: int = 0, seen: set[int] | None = None) -> Any:
-    """Replace numpy array stand-ins by arrays, everywhere in the loaded tree."""
-    if depth > _MAX_DEPTH:
-        raise CheckpointError("pickle nests too deeply")
-    if isinstance(obj, _NDArrayStub):
-        if obj.array is None:
-            raise CheckpointError("malformed numpy array (no data)")
-        return obj.array
-    if seen is None:
-        seen = set()
-    if isinstance(obj, (PersistentRecord, _PlainModuleRecord, dict, list)):
-        if id(obj) in seen:  # shared (memoised) objects are visited once
-            return obj
-        seen.add(id(obj))
-    if isinstance(obj, (PersistentRecord, _PlainModuleRecord)):
-        obj.state = _finalize(obj.state, depth + 1, seen)
-    elif isinstance(obj, dict):
-        for k in list(obj.keys()):
-            obj[k] = _finalize(obj[k], depth + 1, seen)
-    elif isinstance(obj, list):
-        obj[:] = [_finalize(v, depth + 1, seen) for v in obj]
-    elif isinstance(obj, tuple):
-        return tuple(_finalize(v, depth + 1, seen) for v in obj)
-    return obj
-
-
-def safe_unpickle(file: Any, source: str = "<pickle>") -> Any:
-    """Unpickle ``file`` (a binary file object) with the restricted unpickler.
-
-    Raises:
-        CheckpointError: a refused global (named in the message), or a
-            truncated / corrupt / non-pickle file.
-    """
-    try:
-        obj = _RestrictedUnpickler(file, source).load()
-    except CheckpointError as exc:
-        msg = str(exc)
-        raise CheckpointError(msg if source in msg else f"{source}: {msg}") from None
-    except RecursionError:
-        raise CheckpointError(f"{source}: pickle nests too deeply") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
-            AttributeError, OverflowError, MemoryError, UnicodeDecodeError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"{source}: not a readable pickle (truncated or corrupt: {type(exc).__name__}: {_first_line(exc)})"
-        ) from None
-    try:
-        return _finalize(obj)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{source}: {exc}") from None
 
 
 # --------------------------------------------------------------------------
 # From records to a generator.
 
 
-def _module_state(rec: Any, source: str, prefix: str, out: dict[str, torch.Tensor], depth: int) -> None:
+def _module_state(rec: Any, source: str, prefix: str, out: dict[str, torch.Tensor], depth: int,
+                  visits: list[int]) -> None:
     if depth > _MAX_DEPTH:
         raise CheckpointError(f"{source}: module tree nests too deeply")
+    visits[0] += 1
+    if visits[0] > _MAX_MODULES:  # shared submodules would otherwise be walked 2^depth times
+        raise CheckpointError(f"{source}: the network has more than {_MAX_MODULES:,} modules")
     if not isinstance(rec, (PersistentRecord, _PlainModuleRecord)):
         raise CheckpointError(f"{source}: {prefix.rstrip('.') or 'network'} is not a network module record")
     st = rec.state
@@ -456,27 +97,45 @@ def _module_state(rec: Any, source: str, prefix: str, out: dict[str, torch.Tenso
     for name, sub in modules.items():
         if sub is None:
             continue
-        _module_state(sub, source, f"{prefix}{name}.", out, depth + 1)
+        if not isinstance(name, str):
+            raise CheckpointError(f"{source}: malformed _modules in {prefix.rstrip('.') or 'network'}")
+        _module_state(sub, source, f"{prefix}{name}.", out, depth + 1, visits)
 
 
 def generator_state_from_record(rec: PersistentRecord, source: str = "<pickle>") -> dict[str, torch.Tensor]:
     """Collect a state dict (NVIDIA names) from a recorded network."""
     out: dict[str, torch.Tensor] = {}
-    _module_state(rec, source, "", out, 0)
+    _module_state(rec, source, "", out, 0, [0])
     return out
 
 
-def _plain(value: Any, where: str, source: str) -> Any:
-    """Recorded init kwargs -> JSON-able Python values (or an error naming them)."""
+def _plain(value: Any, where: str, source: str, _budget: list[int] | None = None, _depth: int = 0) -> Any:
+    """Recorded init kwargs -> JSON-able Python values (or an error naming them).
+
+    The output is a tree, so shared values would be copied once per use:
+    its size and depth are bounded (:data:`_MAX_KWARG_NODES`), which bounds
+    the work whatever the file shares.
+    """
+    budget = [0] if _budget is None else _budget
+    budget[0] += 1
+    if budget[0] > _MAX_KWARG_NODES or _depth > 16:
+        raise CheckpointError(f"{source}: recorded init arguments are too large or nest too deeply ({where})")
     if isinstance(value, dict):
-        return {str(k): _plain(v, f"{where}.{k}", source) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, (str, int)) or isinstance(k, bool):
+                raise CheckpointError(f"{source}: unsupported key of type {type(k).__name__} in {where}")
+            out[str(k)] = _plain(v, f"{where}.{k}", source, budget, _depth + 1)
+        return out
     if isinstance(value, (list, tuple)):
-        return [_plain(v, where, source) for v in value]
-    if isinstance(value, np.ndarray) and value.ndim <= 1:
-        return [_plain(v, where, source) for v in value.tolist()]
+        return [_plain(v, where, source, budget, _depth + 1) for v in value]
+    if isinstance(value, np.ndarray) and value.ndim <= 1 and value.size <= _MAX_KWARG_NODES:
+        return [_plain(v, where, source, budget, _depth + 1) for v in value.tolist()]
     if isinstance(value, np.generic):
         return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str) and len(value) <= 1000:
         return value
     raise CheckpointError(f"{source}: unsupported value of type {type(value).__name__} in {where}")
 
@@ -631,6 +290,9 @@ def apply_recorded_attributes(kwargs: dict[str, Any], rec: PersistentRecord, img
     the block's ``architecture``, the mapping's ``bias_gain`` =
     ``lr_multiplier``), so those win.
     """
+    for key in ("mapping_kwargs", "synthesis_kwargs"):
+        if kwargs.get(key) is not None and not isinstance(kwargs[key], dict):
+            raise CheckpointError(f"bad architecture field {key}: not an object (got {kwargs[key]!r:.40})")
     flat = "synthesis_kwargs" not in kwargs
     syn_kwargs = kwargs if flat else dict(kwargs.get("synthesis_kwargs") or {})
     layer = _submodule(rec, "synthesis", "b4", "conv1")
@@ -706,8 +368,11 @@ def load_nvidia_pkl(path: str | os.PathLike[str]) -> Generator:
     inferred = kwargs is None
     if inferred:
         kwargs = infer_init_kwargs(state, source)
-    kwargs = apply_recorded_attributes(kwargs, rec)
-    G = build_generator(kwargs, source)
+    try:
+        kwargs = apply_recorded_attributes(kwargs, rec)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    G = build_generator(kwargs, source, holds=total_elements({k: v.shape for k, v in state.items()}))
     load_state_strict(G, state, source)
     G.eval().requires_grad_(False)
     G.dragkit_metadata = {  # type: ignore[attr-defined]
@@ -744,20 +409,22 @@ def discriminator_from_record(rec: Any, source: str = "<pickle>"):
     kw = _plain(dict(kwargs), "D._init_kwargs", source)
     for key, value in zip(_D_KEYS, args):
         kw.setdefault(key, _plain(value, f"D._init_args.{key}", source))
-    if int(kw.get("c_dim") or 0) != 0:
+    c_dim = kw.get("c_dim") or 0
+    if isinstance(c_dim, bool) or not isinstance(c_dim, int):
+        raise CheckpointError(f"{source}: bad discriminator field c_dim (got {c_dim!r:.40})")
+    if c_dim != 0:
         raise CheckpointError(f"{source}: the discriminator is class-conditional (c_dim {kw['c_dim']}); "
                               "dragkit trains unconditional discriminators only")
     epilogue = kw.get("epilogue_kwargs") or {}
-    try:
-        D = Discriminator(
-            int(kw["img_resolution"]), int(kw.get("img_channels", 3)),
-            channel_base=int(kw.get("channel_base", 32768)), channel_max=int(kw.get("channel_max", 512)),
-            mbstd_group_size=int(epilogue.get("mbstd_group_size", 4)),
-            mbstd_num_channels=int(epilogue.get("mbstd_num_channels", 1)),
-            conv_clamp=kw.get("conv_clamp"), architecture=str(kw.get("architecture", "resnet")),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: cannot build the discriminator from its config ({exc})") from None
+    if not isinstance(epilogue, dict):
+        raise CheckpointError(f"{source}: the discriminator's epilogue_kwargs are not an object")
+    config = check_discriminator_kwargs({
+        "img_resolution": kw.get("img_resolution"), "img_channels": kw.get("img_channels", 3),
+        "channel_base": kw.get("channel_base", 32768), "channel_max": kw.get("channel_max", 512),
+        "mbstd_group_size": epilogue.get("mbstd_group_size", 4),
+        "mbstd_num_channels": epilogue.get("mbstd_num_channels", 1),
+        "conv_clamp": kw.get("conv_clamp"), "architecture": kw.get("architecture", "resnet"),
+    }, source)
     state = generator_state_from_record(rec, source)
     standard = torch.tensor([1.0, 3.0, 3.0, 1.0])
     standard = torch.outer(standard, standard) / 64
@@ -765,6 +432,8 @@ def discriminator_from_record(rec: Any, source: str = "<pickle>"):
         f = state.pop(key).float()
         if f.shape != standard.shape or not torch.allclose(f, standard):
             raise CheckpointError(f"{source}: {key} is not the standard [1, 3, 3, 1] filter")
+    D = build_bounded(Discriminator, config, total_elements({k: v.shape for k, v in state.items()}), source,
+                      "discriminator")
     load_state_strict(D, state, source)
     return D.eval().requires_grad_(False)
 

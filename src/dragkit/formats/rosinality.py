@@ -1,7 +1,9 @@
 """rosinality ``stylegan2-pytorch`` checkpoints (``.pt``: ``g_ema``, ``latent_avg``).
 
-Read with ``torch.load(weights_only=True)`` (``argparse.Namespace``, which
-rosinality's ``train.py`` stores as ``args``, is the one extra class
+Read with ``torch.load(weights_only=True)`` through
+:func:`~.torchload.load_weights` (a safe PyTorch only; refused globals are
+named; tensors are checked against their storages; ``argparse.Namespace``,
+which rosinality's ``train.py`` stores as ``args``, is the one extra class
 allowed: it only holds attributes).  The ``g_ema`` state dict (else ``g``)
 is renamed to NVIDIA's parameter names, strictly: every tensor rosinality's
 ``Generator`` has must be present with the shape the inferred architecture
@@ -35,9 +37,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import pickle
 import re
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -46,8 +46,10 @@ import torch
 from ..errors import CheckpointError
 from ..nets import Generator
 from ..nets.ops import setup_filter
+from .arch import total_elements
 from .native import build_generator, load_state_strict
 from .nvidia_pkl import infer_init_kwargs
+from .torchload import load_weights
 
 __all__ = ["load_rosinality", "rosinality_to_nvidia", "W_AVG_SAMPLES"]
 
@@ -189,29 +191,7 @@ def rosinality_to_nvidia(
 
 
 def _torch_load(path: Path) -> Any:
-    source = str(path)
-    try:
-        f = open(path, "rb")
-    except OSError as exc:
-        raise CheckpointError(f"{source}: cannot read ({exc.strerror or exc})") from None
-    try:
-        with f, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                return torch.load(f, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        msg = str(exc)
-        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
-        if m:
-            raise CheckpointError(f"refusing to load global '{m.group(1)}' from {source} (only tensors are allowed in .pt checkpoints)") from None
-        raise CheckpointError(f"{source}: not a readable torch checkpoint ({_first_line(msg)})") from None
-    except Exception as exc:  # torch raises RuntimeError/EOFError/... for truncated zips
-        raise CheckpointError(f"{source}: not a readable torch checkpoint (truncated or corrupt: {type(exc).__name__}: {_first_line(str(exc))})") from None
-
-
-def _first_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[0][:200] if lines else "no details"
+    return load_weights(path, allowed=[argparse.Namespace])
 
 
 def _compute_w_avg(G: Generator, n: int = W_AVG_SAMPLES) -> torch.Tensor:
@@ -230,7 +210,7 @@ def _load_nvidia_state_dict(sd: Mapping[str, Any], key: str, source: str) -> Gen
             raise CheckpointError(f"{source}: {k!r} is not a tensor")
         state[str(k)] = v
     kwargs = infer_init_kwargs(state, source)
-    G = build_generator(kwargs, source)
+    G = build_generator(kwargs, source, holds=total_elements({k: v.shape for k, v in state.items()}))
     load_state_strict(G, state, source)
     G.eval().requires_grad_(False)
     G.dragkit_metadata = {"source_format": "nvidia-state-dict", "network": key, "conv_clamp": "unknown (None)"}  # type: ignore[attr-defined]
@@ -273,7 +253,7 @@ def load_rosinality(path: str | os.PathLike[str]) -> Generator:
     state = rosinality_to_nvidia(sd, latent_avg, source)
     kwargs = infer_init_kwargs(state, source)
     kwargs["mapping_kwargs"].pop("w_avg_beta", None)  # rosinality always truncates around an average
-    G = build_generator(kwargs, source)
+    G = build_generator(kwargs, source, holds=total_elements({k: v.shape for k, v in state.items()}))
     own = G.state_dict()
     for k, v in own.items():
         if k.endswith("resample_filter"):

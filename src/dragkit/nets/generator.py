@@ -182,7 +182,12 @@ class MappingNetwork(nn.Module):
 
 
 class SynthesisLayer(nn.Module):
-    """Modulated 3x3 conv + noise + bias + leaky ReLU (optionally 2x up)."""
+    """Modulated 3x3 conv + noise + bias + leaky ReLU (optionally 2x up).
+
+    Output maps are ``resolution x resolution``, or ``resolution x
+    resolution // 2`` (height x width) when ``square`` is False
+    (StyleGAN-Human's portrait generators).
+    """
 
     def __init__(
         self,
@@ -196,9 +201,12 @@ class SynthesisLayer(nn.Module):
         activation: str = "lrelu",
         resample_filter: Iterable[float] = (1, 3, 3, 1),
         conv_clamp: float | None = None,
+        square: bool = True,
     ) -> None:
         super().__init__()
         self.resolution = resolution
+        self.square = bool(square)
+        self.width = resolution if self.square else resolution // 2
         self.up = up
         self.use_noise = use_noise
         self.activation = activation
@@ -209,7 +217,7 @@ class SynthesisLayer(nn.Module):
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
         if use_noise:
-            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.register_buffer("noise_const", torch.randn([resolution, self.width]))
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
@@ -219,8 +227,7 @@ class SynthesisLayer(nn.Module):
         styles = self.affine(w)
         noise = None
         if self.use_noise and noise_mode == "random":
-            res = self.resolution
-            noise = torch.randn([x.shape[0], 1, res, res], device=x.device) * self.noise_strength
+            noise = torch.randn([x.shape[0], 1, self.resolution, self.width], device=x.device) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         x = modulated_conv2d(
@@ -266,6 +273,7 @@ class SynthesisBlock(nn.Module):
         architecture: str = "skip",
         resample_filter: Iterable[float] = (1, 3, 3, 1),
         conv_clamp: float | None = None,
+        square: bool = True,
         **layer_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -276,12 +284,15 @@ class SynthesisBlock(nn.Module):
         self.resolution = resolution
         self.is_last = is_last
         self.architecture = architecture
+        self.square = bool(square)
+        self.width = resolution if self.square else resolution // 2
+        layer_kwargs["square"] = self.square
         resample_filter = tuple(resample_filter)
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.num_conv = 0
         self.num_torgb = 0
         if in_channels == 0:
-            self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+            self.const = nn.Parameter(torch.randn([out_channels, resolution, self.width]))
         else:
             self.conv0 = SynthesisLayer(
                 in_channels, out_channels, w_dim, resolution, up=2,
@@ -311,13 +322,14 @@ class SynthesisBlock(nn.Module):
         """Run the block.
 
         Args:
-            x: ``(N, C_in, R/2, R/2)`` or None for the first block.
-            img: running RGB image ``(N, C_img, R/2, R/2)`` or None.
+            x: ``(N, C_in, R/2, W/2)`` or None for the first block (``W`` = R,
+                or R/2 when not square).
+            img: running RGB image ``(N, C_img, R/2, W/2)`` or None.
             ws: ``(N, num_conv + num_torgb, w_dim)``.
             want_img: when False, the RGB branch is skipped (feature-only run).
 
         Returns:
-            ``(x (N, C_out, R, R), img (N, C_img, R, R) or None)``.
+            ``(x (N, C_out, R, W), img (N, C_img, R, W) or None)``.
         """
         w_iter = iter(ws.unbind(dim=1))
         if self.in_channels == 0:
@@ -352,6 +364,7 @@ class SynthesisNetwork(nn.Module):
         channel_base: int = 32768,
         channel_max: int = 512,
         num_fp16_res: int = 0,
+        square: bool = True,
         **block_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -361,6 +374,9 @@ class SynthesisNetwork(nn.Module):
         self.w_dim = w_dim
         self.img_resolution = img_resolution
         self.img_channels = img_channels
+        if not isinstance(square, (bool, np.bool_)):
+            raise ValueError(f"square must be True or False, got {square!r}")
+        self.square = bool(square)
         # fp16 is a CUDA speed trick of NVIDIA's training; dragkit computes in
         # fp32 everywhere, so the setting is accepted and recorded only.
         self.num_fp16_res = num_fp16_res
@@ -375,7 +391,7 @@ class SynthesisNetwork(nn.Module):
             is_last = res == img_resolution
             block = SynthesisBlock(
                 in_channels, channels[res], w_dim=w_dim, resolution=res,
-                img_channels=img_channels, is_last=is_last, **block_kwargs,
+                img_channels=img_channels, is_last=is_last, square=self.square, **block_kwargs,
             )
             self.num_ws += block.num_conv
             if is_last:
@@ -385,6 +401,15 @@ class SynthesisNetwork(nn.Module):
     def block_channels(self, res: int) -> int:
         """Number of feature channels output by block ``b{res}``."""
         return getattr(self, f"b{res}").out_channels
+
+    def block_size(self, res: int) -> tuple[int, int]:
+        """``(height, width)`` of block ``b{res}``'s maps: ``(res, res)``, or ``(res, res // 2)`` when not square."""
+        return res, (res if self.square else res // 2)
+
+    @property
+    def img_width(self) -> int:
+        """Output width in pixels (``img_resolution``, or half of it when not square)."""
+        return self.block_size(self.img_resolution)[1]
 
     def _split_ws(self, ws: torch.Tensor) -> list[torch.Tensor]:
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
@@ -416,7 +441,8 @@ class SynthesisNetwork(nn.Module):
                 in ``feature_blocks`` and the RGB branch is never evaluated.
 
         Returns:
-            ``(img (N, C_img, R, R) in ~[-1, 1] or None, {res: (N, C_res, res, res)})``.
+            ``(img (N, C_img, H, W) in ~[-1, 1] or None, {res: (N, C_res, *block_size(res))})``
+            with ``H = img_resolution`` and ``W = img_width``.
         """
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
@@ -437,7 +463,7 @@ class SynthesisNetwork(nn.Module):
         return (img if return_image else None), feats
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", **_: Any) -> torch.Tensor:
-        """``ws (N, num_ws, w_dim)`` -> image ``(N, C_img, R, R)`` in ~[-1, 1]."""
+        """``ws (N, num_ws, w_dim)`` -> image ``(N, C_img, H, W)`` in ~[-1, 1]."""
         img, _feats = self.run(ws, noise_mode=noise_mode)
         return img
 
@@ -449,15 +475,23 @@ class Generator(nn.Module):
         z_dim: latent size (0 allowed only with ``c_dim > 0``).
         c_dim: class-label size, 0 for unconditional.
         w_dim: intermediate latent size.
-        img_resolution: output resolution (power of two, 4..1024+).
+        img_resolution: output resolution, the image height ``H`` (power of
+            two, 4..1024+).
         img_channels: output channels (3 for RGB).
         mapping_kwargs: ``num_layers`` (default 8), ``lr_multiplier``
             (0.01), ``embed_features``, ``layer_features``, ``w_avg_beta``.
         synthesis_kwargs: ``channel_base`` (32768), ``channel_max`` (512),
             ``architecture`` ('skip' | 'orig' | 'resnet'), ``conv_clamp``
-            (None or e.g. 256), ``num_fp16_res`` (recorded; fp32 compute).
-            May also be passed flat as keywords (stylegan3 code base style).
+            (None or e.g. 256), ``num_fp16_res`` (recorded; fp32 compute),
+            ``square`` (default True; False gives StyleGAN-Human's
+            ``H x H/2`` images: a ``4 x 2`` const and every map ``R x R/2``).
+            May also be passed flat as keywords (stylegan3 code base style);
+            they are recorded nested in ``init_kwargs["synthesis_kwargs"]``.
+
+    ``img_height``/``img_width`` give the image size (``H x H`` or ``H x H/2``).
     """
+
+    network_name = "stylegan2.Generator"
 
     def __init__(
         self,
@@ -506,7 +540,7 @@ class Generator(nn.Module):
         update_emas: bool = False,
         **synthesis_kwargs: Any,
     ) -> torch.Tensor:
-        """``z (N, z_dim)``, ``c (N, c_dim)`` -> image ``(N, C, R, R)`` in ~[-1, 1]."""
+        """``z (N, z_dim)``, ``c (N, c_dim)`` -> image ``(N, C, H, W)`` in ~[-1, 1]."""
         ws = self.mapping(
             z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
         )
@@ -527,6 +561,16 @@ class Generator(nn.Module):
         c = torch.zeros([1, self.c_dim], device=z.device) if self.c_dim else None
         with torch.no_grad():
             return self.mapping(z, c, truncation_psi=psi, truncation_cutoff=truncation_cutoff)
+
+    @property
+    def img_height(self) -> int:
+        """Image height in pixels (``img_resolution``)."""
+        return self.img_resolution
+
+    @property
+    def img_width(self) -> int:
+        """Image width in pixels: ``img_resolution``, or half of it for a non-square generator."""
+        return self.synthesis.img_width
 
     @property
     def device(self) -> torch.device:

@@ -202,3 +202,138 @@ def modulated_conv2d(
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
     """Scale ``x`` to unit mean square along ``dim`` (pixel norm)."""
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+# --------------------------------------------------------------------------
+# Separable FIR resampling and the filtered leaky ReLU (StyleGAN3).
+
+
+def _fir_up_last_axis(x: torch.Tensor, f: torch.Tensor, up: int, p0: int, p1: int) -> torch.Tensor:
+    """One axis (the last) of ``upfirdn2d``: zero-insert by ``up``, pad ``(p0, p1)``, convolve with ``f``.
+
+    Computed polyphase: output sample ``n = q * up + r`` is ``x`` convolved
+    with the phase filter ``f[r::up]``, so no zero is ever multiplied.  The
+    products are those of the zero-insertion form; only their summation
+    order differs.
+    """
+    n, c, h, w = x.shape
+    k = f.numel()
+    out_len = w * up + p0 + p1 - k + 1
+    if up == 1:
+        x = F.pad(x, [p0, p1])
+        wt = f.flip(0).reshape(1, 1, 1, k).expand(c, 1, 1, k)
+        return F.conv2d(x, wt, groups=c)
+    kp = -(-k // up)  # taps per phase
+    fp = F.pad(f, [0, kp * up - k]).reshape(kp, up).t()  # fp[r, j] = f[j * up + r]
+    wt = fp.flip(1).repeat(c, 1).reshape(c * up, 1, 1, kp)  # out channel c*up + r <- input channel c
+    y = F.conv2d(F.pad(x, [kp - 1, kp - 1]), wt, groups=c)  # (N, C*up, H, W + kp - 1)
+    q = w + kp - 1
+    t = y.reshape(n, c, up, h, q).permute(0, 1, 3, 4, 2).reshape(n, c, h, q * up)
+    # t[n] = sum_i x[i] f[n - i*up] (the full convolution); the padded,
+    # filtered signal is t shifted by k - 1 - p0, zero outside.
+    o = k - 1 - p0
+    return F.pad(t, [-o, o + out_len - q * up])
+
+
+def _fir_down_last_axis(x: torch.Tensor, f: torch.Tensor, down: int, p0: int, p1: int) -> torch.Tensor:
+    """One axis (the last): pad ``(p0, p1)``, convolve with ``f``, keep every ``down``-th sample."""
+    c = x.shape[1]
+    k = f.numel()
+    x = F.pad(x, [p0, p1])
+    wt = f.flip(0).reshape(1, 1, 1, k).expand(c, 1, 1, k)
+    return F.conv2d(x, wt, stride=(1, down), groups=c)
+
+
+def fir_resample(
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    up: int = 1,
+    down: int = 1,
+    padding: Sequence[int] = (0, 0, 0, 0),
+    gain: float = 1.0,
+) -> torch.Tensor:
+    """NVIDIA's ``upfirdn2d`` for separable (1-D), full (2-D) or identity (None) filters.
+
+    Upsample by zero insertion, pad (negative values crop), convolve with the
+    filter, keep every ``down``-th sample.  A 1-D filter of ``K`` taps is
+    applied along x, then along y, each pass scaled by ``sqrt(gain)`` (so the
+    overall gain is ``gain``, as NVIDIA's op); a 2-D filter is applied once,
+    scaled by ``gain``.  Upsampling is computed polyphase and downsampling
+    with a strided convolution, which gives the same sums without the
+    multiplications by inserted zeros or the discarded outputs.
+
+    Args:
+        x: ``(N, C, H, W)``.
+        f: ``(K,)``, ``(K, K)`` or None (identity, ``1 x 1``).
+        up, down: integer factors, not both > 1 with a 2-D filter.
+        padding: ``(x0, x1, y0, y1)`` with respect to the upsampled image.
+
+    Returns:
+        ``(N, C, H', W')``, ``W' = (W * up + x0 + x1 - K + down) // down``
+        (likewise ``H'``).
+    """
+    px0, px1, py0, py1 = (int(p) for p in padding)
+    if f is None:
+        if up == 1 and down == 1:
+            x = F.pad(x, [px0, px1, py0, py1])
+            return x * gain if gain != 1 else x
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    f = f.to(x.dtype)
+    if f.ndim == 2:
+        if up > 1:
+            return upfirdn2d(x, f, up=up, down=down, padding=(px0, px1, py0, py1), gain=gain)
+        c = x.shape[1]
+        x = F.pad(x, [px0, px1, py0, py1])
+        wt = (f * gain).flip([0, 1])[None, None].expand(c, 1, *f.shape)
+        return F.conv2d(x, wt, stride=down, groups=c)
+    if f.ndim != 1:
+        raise ValueError(f"filter must be 1-D, 2-D or None, got shape {list(f.shape)}")
+    f = f * math.sqrt(gain) if gain != 1 else f
+    if up > 1:
+        x = _fir_up_last_axis(x, f, up, px0, px1)
+        x = _fir_up_last_axis(x.transpose(2, 3), f, up, py0, py1).transpose(2, 3)
+        if down > 1:
+            x = x[:, :, ::down, ::down]
+        return x
+    x = _fir_down_last_axis(x, f, down, px0, px1)
+    return _fir_down_last_axis(x.transpose(2, 3), f, down, py0, py1).transpose(2, 3)
+
+
+def filtered_lrelu(
+    x: torch.Tensor,
+    fu: torch.Tensor | None,
+    fd: torch.Tensor | None,
+    b: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding: Sequence[int] = (0, 0, 0, 0),
+    gain: float = LRELU_GAIN,
+    slope: float = LRELU_ALPHA,
+    clamp: float | None = None,
+) -> torch.Tensor:
+    """StyleGAN3's filtered leaky ReLU: bias, upsample, activate, downsample.
+
+    ``x + b`` is upsampled by ``up`` with filter ``fu`` (gain ``up**2``, the
+    given ``padding``), passed through ``leaky_relu(slope) * gain``, clamped to
+    ``[-clamp, clamp]``, then low-pass filtered with ``fd`` and decimated by
+    ``down`` (the arithmetic of NVIDIA's reference ``filtered_lrelu``, whose
+    CUDA kernel is a faster form of the same).
+
+    Args:
+        x: ``(N, C, H, W)``.
+        fu, fd: 1-D (separable) or 2-D filters, or None (identity).
+        b: ``(C,)`` bias or None.
+        padding: ``(x0, x1, y0, y1)`` of the upsampled image (negative crops).
+
+    Returns:
+        ``(N, C, H', W')`` with ``W' = (W * up + x0 + x1 - (Ku - 1) - (Kd - 1) + down - 1) // down``.
+    """
+    if b is not None:
+        x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
+    x = fir_resample(x, fu, up=up, padding=padding, gain=up * up)
+    x = F.leaky_relu(x, slope) if slope != 1 else x
+    if gain != 1:
+        x = x * gain
+    if clamp is not None and clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return fir_resample(x, fd, down=down)

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hmac
 import io
 import json
 import logging
@@ -20,10 +19,8 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
@@ -34,11 +31,11 @@ from .. import __version__
 from ..errors import DragkitError, SpecError
 from .compute import ComputeQueue
 from .engine import Edit, check_options, mask_to_png, png_to_mask, session_file_model
+from .security import GuardMiddleware
 from .sessions import ModelCache, SessionStore, Tab, new_sid, valid_sid
 
 log = logging.getLogger("dragkit.server")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-TOKEN_COOKIE = "dragkit_token"
 
 
 @dataclass(frozen=True)
@@ -52,7 +49,12 @@ class Limits:
     max_sessions: int = 16  # tabs connected at once
     history: int = 100  # undo levels per tab
     max_video_frames: int = 600
+    max_video_bytes: int = 128 * 1024 * 1024  # frames kept per tab for its progress video, at most
     max_fps: float = 30.0  # frames per second sent to one tab, at most
+    max_pending: int = 8  # websockets connected but not yet past "hello"
+    hello_timeout: float = 10.0  # seconds a new websocket has to say hello
+    max_saved: int = 256  # tabs kept on disk (least recently saved go first)
+    keep_days: float = 30.0  # tabs not saved for this long are deleted (0: never)
 
     @property
     def max_message_chars(self) -> int:
@@ -137,11 +139,13 @@ class Server:
     ) -> None:
         self.default_model = model
         self.limits = limits
-        self.store = SessionStore(sessions_dir)
-        self.models = ModelCache()
+        self.store = SessionStore(sessions_dir, max_saved=limits.max_saved, keep_days=limits.keep_days)
+        self.models = ModelCache(allowed=self.offers)
         self.compute = ComputeQueue()
         self.tabs: dict[str, Tab] = {}
         self.live = 0
+        self.pending = 0  # websockets that have not said hello yet
+        self.last_prune = -1e9
 
     def model_name(self) -> str:
         if self.default_model:
@@ -150,14 +154,32 @@ class Server:
 
         return default_model_name()
 
+    def offers(self, name: str) -> bool:
+        """Whether ``name`` is a model this server offers (a registry name or its own --model)."""
+        from ..models import list_models
+
+        return name == self.default_model or name in {m.name for m in list_models()}
+
     def check_model(self, name: str) -> str:
         """``name`` if it is a model this server offers; never a path from the browser."""
         from ..models import list_models
 
-        offered = [m.name for m in list_models()]
-        if name in offered or name == self.default_model:
+        if self.offers(name):
             return name
-        raise DragkitError(f"unknown model {name!r}; this server offers: {', '.join(offered) or '(none)'}")
+        offered = [m.name for m in list_models()]
+        raise DragkitError(f"unknown model {name[:60]!r}; this server offers: {', '.join(offered) or '(none)'}")
+
+    def prune_saved(self) -> None:
+        """Bound the sessions folder when a tab is created (compute thread): by count
+        whenever it is over ``max_saved``, by age at most once an hour."""
+        now = time.monotonic()
+        if now - self.last_prune < 3600 and self.store.count() <= self.limits.max_saved:
+            return
+        self.last_prune = now
+        live = {sid for sid, t in self.tabs.items() if t.conn is not None or t.running}
+        gone = self.store.prune(keep=live)  # a detached tab in memory is saved again on its next action
+        if gone:
+            log.info("removed %d saved edit(s) (age or count limit)", gone)
 
     async def run(self, owner: str, fn: Callable[[], Any]) -> Any:
         return await asyncio.wrap_future(self.compute.submit(owner, fn))
@@ -187,6 +209,8 @@ class Server:
             tab = await self.run(sid, lambda: self.store.load(sid, self.models, self.limits.history))
             self.tabs.setdefault(sid, tab)
             tab = self.tabs[sid]
+            tab.last_used = time.monotonic()
+            self.evict()  # a tab loaded for a download is detached: bounded like the others
         return tab
 
 
@@ -206,6 +230,7 @@ class Connection:
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.sent_rev = -1
         self.last_frame_at = 0.0
+        self.said_hello = False  # counted in server.pending until then
         self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "hello": self.on_hello,
             "ping": self.on_ping,
@@ -251,7 +276,13 @@ class Connection:
         try:
             while True:
                 try:
-                    raw = await self.ws.receive()
+                    if self.tab is None:  # a connection that never says hello is closed
+                        raw = await asyncio.wait_for(self.ws.receive(), timeout=self.limits.hello_timeout)
+                    else:
+                        raw = await self.ws.receive()
+                except asyncio.TimeoutError:
+                    await self.ws.close(code=1008, reason='no "hello" in time')
+                    return
                 except WebSocketDisconnect:
                     return
                 if raw["type"] == "websocket.disconnect":
@@ -306,7 +337,8 @@ class Connection:
             self.error(str(exc), code="rejected", re=re)
         except Exception as exc:  # keep the tab alive whatever went wrong
             log.exception("error handling %r", msg.get("type"))
-            self.error(f"internal error: {exc.__class__.__name__}: {exc}", code="internal", re=re)
+            self.error(f"internal error ({exc.__class__.__name__}); the server log has the details",
+                       code="internal", re=re)
 
     def detach(self) -> None:
         tab = self.tab
@@ -450,6 +482,8 @@ class Connection:
         tab.last_used = time.monotonic()
         self.tab = tab
         srv.live += 1
+        self.said_hello = True
+        srv.pending -= 1
         self.outbox.put_nowait(
             {
                 "type": "welcome",
@@ -475,6 +509,7 @@ class Connection:
             def create() -> dict[str, Any]:
                 tab.set_edit(Edit.new(srv.models.get(name), name, seed, psi))
                 tab.refresh_image()
+                srv.prune_saved()
                 srv.store.save(tab)
                 return self.state_msg(msg.get("id"))
 
@@ -560,7 +595,8 @@ class Connection:
         assert tab is not None
         if tab.edit is None:
             raise DragkitError("no image yet: choose a model")
-        mask = None if value is None else png_to_mask(_b64_png(value), tab.edit.resolution)
+        # Decoded off the event loop, size checked from the PNG header first.
+        mask = None if value is None else await asyncio.to_thread(png_to_mask, _b64_png(value), tab.edit.resolution)
         await self.action(msg, lambda t: t.edit.set_mask(mask))
 
     async def on_undo(self, msg: dict[str, Any]) -> None:
@@ -585,11 +621,14 @@ class Connection:
             )
         tab = self.tab
         assert tab is not None
-        model = msg.get("model") or session_file_model(raw) or (tab.edit.model if tab.edit else self.server.model_name())
+        # Parsed off the event loop (up to 8 MiB of JSON).
+        model = msg.get("model") or await asyncio.to_thread(session_file_model, raw) \
+            or (tab.edit.model if tab.edit else self.server.model_name())
         if not isinstance(model, str):
             raise ProtocolError("model must be a string")
         self.server.check_model(model)
         models = self.server.models
+        max_points = self.limits.max_points
 
         def fn(t: Tab) -> None:
             try:
@@ -597,7 +636,11 @@ class Connection:
             except DragkitError:
                 raise
             except Exception as exc:
-                raise DragkitError(f"could not open the session file ({exc.__class__.__name__}: {exc})") from None
+                log.exception("opening a session file failed")
+                raise DragkitError(f"could not open the session file ({exc.__class__.__name__})") from None
+            if len(edit.points()) > max_points:
+                raise LimitError(f"the session file has {len(edit.points())} point pairs; this server allows "
+                                 f"at most {max_points}")
             t.set_edit(edit)
             t.video_frames = []
 
@@ -628,6 +671,10 @@ class Connection:
         if not tab.edit.session.points:
             raise DragkitError("place at least one handle and its target first")
         max_steps = _int(msg.get("max_steps", tab.max_steps), "max_steps", 1, self.limits.max_steps)
+        # The engine's bounds (radii, points, work per step), before any step is queued.
+        await self.server.run(tab.sid, tab.edit.check_drag)
+        if tab.running:
+            raise DragkitError("a drag is already running")
         tab.running = True
         tab.stop.clear()
         with tab.credit_lock:
@@ -696,7 +743,8 @@ class _DragRun:
         conn.last_frame_at = now
         img = tab.edit.image().convert("RGB")
         self.render_seconds = time.perf_counter() - now
-        if len(self.frames) < self.server.limits.max_video_frames:
+        lim = self.server.limits
+        if len(self.frames) < min(lim.max_video_frames, lim.max_video_bytes // max(1, img.width * img.height * 3)):
             self.frames.append(np.asarray(img))
         buf = io.BytesIO()
         img.save(buf, format="PNG", compress_level=1)
@@ -760,78 +808,14 @@ class _DragRun:
         if exc is not None:
             log.error("drag step failed", exc_info=exc)
             conn = self.tab.conn
+            text = str(exc) if isinstance(exc, DragkitError) else f"{exc.__class__.__name__}; see the server log"
             if conn is not None:
                 conn.post({"type": "error", "code": "internal", "re": self.re,
-                           "message": f"the drag failed: {exc.__class__.__name__}: {exc}"})
+                           "message": f"the drag failed: {text}"})
             try:
-                self.finish("error", error=str(exc))
+                self.finish("error", error=text)
             except Exception:
                 self.tab.running = False
-
-
-# --------------------------------------------------------------------------
-# security: token and host checks, for HTTP and websockets alike
-
-
-class GuardMiddleware:
-    """Refuse requests without the token (when one is set) and cross-site websockets.
-
-    The token may come as ``?token=``, an ``Authorization: Bearer`` or
-    ``X-Dragkit-Token`` header, or the cookie the page sets on first load.
-    Websocket handshakes whose ``Origin`` is not this server are refused,
-    so another web site open in the same browser cannot drive the editor.
-    """
-
-    def __init__(self, app: Any, token: str | None, allowed_hosts: set[str] | None) -> None:
-        self.app = app
-        self.token = token
-        self.allowed_hosts = allowed_hosts
-
-    def _token_ok(self, headers: dict[str, str], query: dict[str, list[str]]) -> bool:
-        if self.token is None:
-            return True
-        candidates = list(query.get("token", []))
-        auth = headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            candidates.append(auth[7:].strip())
-        if "x-dragkit-token" in headers:
-            candidates.append(headers["x-dragkit-token"])
-        if "cookie" in headers:
-            cookie = SimpleCookie()
-            try:
-                cookie.load(headers["cookie"])
-            except Exception:
-                pass
-            if TOKEN_COOKIE in cookie:
-                candidates.append(cookie[TOKEN_COOKIE].value)
-        return any(hmac.compare_digest(c.encode(), self.token.encode()) for c in candidates)
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        host = headers.get("host", "")
-        hostname = urlsplit("//" + host).hostname or ""
-        problem = None
-        if self.allowed_hosts is not None and hostname not in self.allowed_hosts:
-            problem = (400, f"host {hostname!r} not allowed")
-        elif not self._token_ok(headers, query):
-            problem = (401, "missing or wrong token: open the URL printed by `dragkit serve` (it ends in ?token=...)")
-        elif scope["type"] == "websocket" and "origin" in headers:
-            origin = urlsplit(headers["origin"])
-            if origin.netloc != host:
-                problem = (403, "websocket from another origin refused")
-        if problem is None:
-            return await self.app(scope, receive, send)
-        status, text = problem
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 4000 + status, "reason": text})
-            return
-        body = json.dumps({"error": text}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
 
 
 # --------------------------------------------------------------------------
@@ -876,10 +860,7 @@ def create_app(
     app.state.server = server
 
     def page(request: Request) -> Response:
-        resp = FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
-        if token and request.query_params.get("token") == token:
-            resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-        return resp
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
 
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
 
@@ -956,7 +937,16 @@ def create_app(
     @app.websocket("/ws")
     async def websocket(ws: WebSocket) -> None:
         await ws.accept()
-        await Connection(ws, server).serve()
+        if server.pending >= limits.max_pending:  # connections that have not said hello are bounded too
+            await ws.close(code=1013, reason="too many connections waiting to say hello")
+            return
+        conn = Connection(ws, server)
+        server.pending += 1
+        try:
+            await conn.serve()
+        finally:
+            if not conn.said_hello:
+                server.pending -= 1
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(GuardMiddleware, token=token, allowed_hosts=allowed_hosts)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import secrets
 import socket
 import sys
 
@@ -35,14 +34,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="the drag editor in your browser",
         description="Serve the drag editor: open the printed URL in a browser. "
-        "Binds 127.0.0.1 unless told otherwise; any other address needs --token.",
+        "Binds 127.0.0.1 unless told otherwise. Every request needs the server's token (the printed URL "
+        "carries it in its #fragment); it comes from $DRAGKIT_TOKEN, else --token, else the one saved in "
+        "the sessions folder, else a new one. Any address other than loopback needs $DRAGKIT_TOKEN or --token.",
     )
     p.add_argument("--model", default=None, help="model for new tabs (default: faces128 if bundled, else toy)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
     p.add_argument("--token", default=None,
-                   help="secret every request must carry (required for a non-loopback --host); "
-                   "'auto' generates one")
+                   help="'auto' (a new random token) or a secret every request must carry; prefer the "
+                   "DRAGKIT_TOKEN environment variable, which other users cannot see in `ps` "
+                   "(one of them is required for a non-loopback --host)")
     p.add_argument("--sessions-dir", default=None, help="where open edits are saved (default $DRAGKIT_HOME/sessions)")
     p.add_argument("--keep-days", type=float, default=30,
                    help="at start, delete saved edits untouched for this many days (default 30; 0 keeps all)")
@@ -57,31 +59,35 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    token = args.token
-    if token == "auto":
-        token = secrets.token_urlsafe(24)
-    if not is_loopback(args.host) and not token:
+    import os
+
+    from ..drag.options import MAX_POINTS, MAX_STEPS
+    from .security import TOKEN_ENV
+
+    explicit = bool(os.environ.get(TOKEN_ENV)) or args.token is not None
+    if not is_loopback(args.host) and not explicit:
         raise DragkitError(
-            f"refusing to serve on {args.host}, which other machines can reach, without --token "
-            "(use --token SECRET or --token auto)"
+            f"refusing to serve on {args.host}, which other machines can reach, without an explicit token "
+            f"(set {TOKEN_ENV}=SECRET, or use --token auto)"
         )
-    if token is not None and len(token) < 8:
-        raise DragkitError("--token must be at least 8 characters")
     for name in ("max_sessions", "max_steps", "max_points"):
         if getattr(args, name) < 1:
             raise DragkitError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.max_points > MAX_POINTS:
+        raise DragkitError(f"--max-points must be at most {MAX_POINTS} (the engine's limit)")
+    if args.max_steps > MAX_STEPS:
+        raise DragkitError(f"--max-steps must be at most {MAX_STEPS}")
     if args.keep_days < 0:
         raise DragkitError("--keep-days must be >= 0")
     if not 0 <= args.port <= 65535:
         raise DragkitError(f"--port must be 0..65535, got {args.port}")
-
-    import os
 
     import torch
     import uvicorn
 
     from ..models import cache_dir, resolve_model
     from .app import Limits, create_app
+    from .security import resolve_token
     from .sessions import SessionStore
 
     threads = args.threads if args.threads is not None else default_threads(os.cpu_count() or 1)
@@ -91,13 +97,18 @@ def run(args: argparse.Namespace) -> int:
     if args.model is not None:
         resolve_model(args.model)  # unknown model: fail now with the list of models
     limits = Limits(max_sessions=args.max_sessions, max_steps=args.max_steps, max_points=args.max_points,
-                    default_max_steps=min(300, args.max_steps))
+                    default_max_steps=min(300, args.max_steps), keep_days=args.keep_days)
     allowed_hosts = None
-    if token is None:  # loopback only: refuse other Host names (DNS rebinding)
+    if is_loopback(args.host):  # refuse other Host names (DNS rebinding)
         allowed_hosts = LOOPBACK_NAMES | {args.host.strip("[]")}
     sessions_dir = args.sessions_dir or cache_dir() / "sessions"
+    store = SessionStore(sessions_dir, keep_days=args.keep_days)  # creates the folder, private
+    token, token_from = resolve_token(args.token, sessions_dir)
+    if token_from == "argument":
+        print(f"dragkit serve: warning: a --token given on the command line is visible to other users of this "
+              f"machine (ps); set {TOKEN_ENV} instead", file=sys.stderr, flush=True)
     if args.keep_days > 0:
-        gone = SessionStore(sessions_dir).prune(args.keep_days)
+        gone = store.prune(args.keep_days)
         if gone:
             print(f"dragkit serve: removed {gone} saved edit(s) untouched for {args.keep_days:g} days",
                   file=sys.stderr, flush=True)
@@ -113,8 +124,11 @@ def run(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     shown = f"[{shown}]" if ":" in shown else shown
-    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
-    print(f"dragkit editor: {url}", file=sys.stderr, flush=True)
+    url = f"http://{shown}:{port}/"
+    if token_from == "env":  # the user knows it; never print a secret they chose
+        print(f"dragkit editor: {url}  (token: ${TOKEN_ENV})", file=sys.stderr, flush=True)
+    else:  # the #fragment never leaves the browser: not sent, not logged
+        print(f"dragkit editor: {url}#token={token}", file=sys.stderr, flush=True)
     if args.host in ("0.0.0.0", "::"):
         print("  (from other machines, use this machine's address in place of 127.0.0.1)", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level=args.log_level, ws_max_size=limits.max_message_chars + 1024,

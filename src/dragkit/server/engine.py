@@ -14,29 +14,20 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
 
+from ..drag.options import OPTION_RANGES, check_option
 from ..errors import DragkitError, SpecError
 
-# Options the web app lets users set, with how each is checked.  Names are
-# DragOptions' field names (DESIGN.md, "Edit spec").
-OPTION_KINDS: dict[str, tuple] = {
-    "lr": ("float", 1e-5, 1.0),
-    "r1": ("float_or_none", 0.5, 64.0),  # None: the engine's default for the model
-    "r2": ("int_or_none", 1, 128),
-    "lambda_mask": ("float_or_none", 0.0, 1000.0),
-    "space": ("choice", ("w+", "w")),
-    "layers": ("int", 1, 64),
-    "tracking": ("choice", ("l1", "l2")),
-    "stop_distance": ("float_or_none", 0.1, 64.0),
-    "feature_block": ("int_or_none", 4, 4096),  # a block resolution; checked against the model
-}
+# Options the web app lets users set: DragOptions' own table (DESIGN.md,
+# "Edit spec"), less noise_mode.  Ranges and messages are the engine's.
+OPTION_KINDS: dict[str, tuple] = {k: v for k, v in OPTION_RANGES.items() if k != "noise_mode"}
+#: Largest mask PNG accepted from a browser, bytes.
+MAX_MASK_BYTES = 4 * 1024 * 1024
 
 
 def _session_module():
@@ -53,33 +44,14 @@ def options_to_dict(options: Any) -> dict[str, Any]:
 
 
 def check_options(values: dict[str, Any], num_ws: int | None = None) -> dict[str, Any]:
-    """Validate user-set options; returns a cleaned copy or raises SpecError."""
+    """Validate user-set options (static ranges; the model's bounds are checked on set); a cleaned copy."""
     out: dict[str, Any] = {}
     for key, value in values.items():
         if key not in OPTION_KINDS:
-            raise SpecError(f"unknown option {key!r}; known: {', '.join(OPTION_KINDS)}")
-        kind = OPTION_KINDS[key]
-        if kind[0] == "choice":
-            if value not in kind[1]:
-                raise SpecError(f"option {key} must be one of {', '.join(kind[1])}, got {value!r}")
-            out[key] = value
-            continue
-        if kind[0].endswith("_or_none") and value is None:
-            out[key] = None
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise SpecError(f"option {key} must be a number, got {value!r}")
-        lo, hi = kind[1], kind[2]
-        is_int = kind[0].startswith("int")
-        if is_int:
-            if int(value) != value:
-                raise SpecError(f"option {key} must be a whole number, got {value!r}")
-            value = int(value)
-            if num_ws is not None:
-                hi = min(hi, num_ws)
-        if not lo <= value <= hi:
-            raise SpecError(f"option {key} must be between {lo:g} and {hi:g}, got {value!r}")
-        out[key] = value if is_int else float(value)
+            raise SpecError(f"unknown option {str(key)[:40]!r}; known: {', '.join(OPTION_KINDS)}")
+        out[key] = check_option(key, value)
+        if key == "layers" and num_ws is not None and out[key] > num_ws:
+            raise SpecError(f"option layers must be between 1 and {num_ws}, got {out[key]}")
     return out
 
 
@@ -93,15 +65,11 @@ def mask_to_png(mask: np.ndarray | None) -> bytes | None:
 
 
 def png_to_mask(data: bytes, size: int) -> np.ndarray:
-    """PNG bytes -> HxW bool (pixels > 127 in any channel are flexible); checks the size."""
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except Exception as exc:  # PIL raises many types for bad data
-        raise SpecError(f"mask is not a readable PNG image ({exc.__class__.__name__})") from None
-    if img.size != (size, size):
-        raise SpecError(f"mask must be {size}x{size} pixels, got {img.size[0]}x{img.size[1]}")
-    return np.asarray(img.convert("L")) > 127
+    """PNG bytes -> HxW bool (grey level >= 128 is flexible), through :func:`dragkit.images.read_mask`:
+    the size is checked from the header before decoding.  Blocking: call it off the event loop."""
+    from ..images import read_mask
+
+    return read_mask(data, size, what="mask", max_bytes=MAX_MASK_BYTES)
 
 
 @dataclass
@@ -147,13 +115,8 @@ class Edit:
 
     @classmethod
     def from_file(cls, G: Any, model: str, data: bytes) -> "Edit":
-        """Open a session file (what :meth:`file_bytes` wrote) for generator ``G``."""
-        mod = _session_module()
-        with tempfile.TemporaryDirectory(prefix="dragkit-open-") as tmp:
-            path = Path(tmp) / "edit.dragkit.json"
-            path.write_bytes(data)
-            session = mod.DragSession.load(str(path), G)
-        return cls(G, model, session, None, 0.7)
+        """Open a session file (what :meth:`file_bytes` wrote) for generator ``G`` (no temporary files)."""
+        return cls(G, model, _session_module().DragSession.from_bytes(data, G), None, 0.7)
 
     # -- reading -----------------------------------------------------------
     @property
@@ -209,10 +172,11 @@ class Edit:
 
     def file_bytes(self) -> bytes:
         """The session file (latent + points + mask + options), as ``DragSession.save`` writes it."""
-        with tempfile.TemporaryDirectory(prefix="dragkit-save-") as tmp:
-            path = Path(tmp) / "edit.dragkit.json"
-            self.session.save(str(path))
-            return path.read_bytes()
+        return self.session.to_bytes()
+
+    def check_drag(self) -> None:
+        """Raise SpecError if a drag of the current points and options passes the engine's bounds."""
+        self.session.check_drag()
 
     # -- editing (points are checked by the session: inside 0..H-1) ----------
     def add_point(self, handle: Sequence[float], target: Sequence[float]) -> int:

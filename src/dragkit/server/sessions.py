@@ -9,6 +9,14 @@ old or the new file, never a torn one.  Large values of a snapshot (the
 latent) are stored once under ``ROOT/SID/blobs/SHA.json`` and referenced by
 hash, so a history of a hundred point clicks costs one latent on disk.
 
+The folders are private (``0700``, files ``0600``: other local users cannot
+read a tab by its id), and files are read back only through the schema of
+:mod:`.schema` (sizes capped, blob ids in the store's own format), so a
+tampered folder can neither point the server at another file nor feed it
+values the engine would not accept.  The store holds at most
+``max_saved`` tabs and prunes by age whenever a tab is created, not only
+at start-up.
+
 Tabs are mutated only on the compute thread (see :mod:`.compute`).
 """
 from __future__ import annotations
@@ -32,13 +40,18 @@ import numpy as np
 from ..errors import DragkitError, SpecError
 from ..utils import atomic_write_bytes
 from .engine import Edit
+from .schema import APP_FORMAT, APP_VERSION, blob_id, parse_app_session
 
 log = logging.getLogger("dragkit.server")
 
 SID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-FORMAT = "dragkit-app-session"
-VERSION = 1
+FORMAT = APP_FORMAT
+VERSION = APP_VERSION
 _BLOB_MIN_CHARS = 2048
+#: Largest ``session.json`` / blob file read back, bytes.
+MAX_FILE_BYTES = 64 * 1024 * 1024
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600
 
 
 def new_sid() -> str:
@@ -50,16 +63,23 @@ def valid_sid(sid: Any) -> bool:
 
 
 class ModelCache:
-    """Generators by name, loaded once and shared read-only by all tabs."""
+    """Generators by name, loaded once and shared read-only by all tabs.
 
-    def __init__(self, max_models: int = 3) -> None:
+    ``allowed(name)`` says which names may be loaded at all: names come from
+    browsers and saved files, and must never be a path.
+    """
+
+    def __init__(self, max_models: int = 3, allowed: Any = None) -> None:
         self._models: OrderedDict[str, Any] = OrderedDict()
         self._max = max_models
         self._lock = threading.Lock()
+        self._allowed = allowed
 
     def get(self, name: str) -> Any:
         from ..models import load_model
 
+        if self._allowed is not None and not (isinstance(name, str) and self._allowed(name)):
+            raise DragkitError(f"unknown model {str(name)[:60]!r}")
         with self._lock:
             if name in self._models:
                 self._models.move_to_end(name)
@@ -165,20 +185,38 @@ class Tab:
 
 def _apply_options(edit: Edit, options: dict[str, Any]) -> None:
     opts = dict(options)
-    if "layers" in opts:  # a model with fewer codes than the last one
-        opts["layers"] = min(int(opts["layers"]), edit.num_ws)
     try:
+        if "layers" in opts:  # a model with fewer codes than the last one
+            opts["layers"] = min(int(opts["layers"]), edit.num_ws)
         edit.set_options(opts)
-    except DragkitError as exc:
+    except (DragkitError, TypeError, ValueError) as exc:
         log.warning("dropping options that do not fit %s: %s", edit.model, exc)
 
 
-class SessionStore:
-    """Tabs on disk: ``ROOT/SID/session.json`` + ``ROOT/SID/blobs/*.json``."""
+def _read_capped(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise DragkitError("saved session is damaged (a file is too large)")
+    return data
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+
+class SessionStore:
+    """Tabs on disk: ``ROOT/SID/session.json`` + ``ROOT/SID/blobs/*.json`` (private to this user).
+
+    Args:
+        root: the sessions folder (created ``0700``; made ``0700`` if it exists).
+        max_saved: most tabs kept on disk; creating one beyond it deletes the
+            least recently saved (never one in ``keep``).
+        keep_days: tabs not saved for this long are deleted (0: never).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], max_saved: int = 256, keep_days: float = 30) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=_DIR_MODE)
+        _private(self.root, _DIR_MODE)
+        self.max_saved = int(max_saved)
+        self.keep_days = float(keep_days)
 
     def _dir(self, sid: str) -> Path:
         if not valid_sid(sid):
@@ -195,7 +233,9 @@ class SessionStore:
             return
         d = self._dir(tab.sid)
         blobs = d / "blobs"
-        blobs.mkdir(parents=True, exist_ok=True)
+        for folder in (d, blobs):
+            folder.mkdir(exist_ok=True, mode=_DIR_MODE)
+            _private(folder, _DIR_MODE)
         used: set[str] = set()
 
         def pack(snap: dict[str, Any]) -> dict[str, Any]:
@@ -205,7 +245,7 @@ class SessionStore:
                 if len(text) >= _BLOB_MIN_CHARS:
                     digest = hashlib.sha256(text.encode()).hexdigest()[:40]
                     if digest not in used and not (blobs / f"{digest}.json").exists():
-                        atomic_write_bytes(blobs / f"{digest}.json", text.encode())
+                        atomic_write_bytes(blobs / f"{digest}.json", text.encode(), mode=_FILE_MODE)
                     used.add(digest)
                     engine[key] = {"$blob": digest}
                 else:
@@ -223,7 +263,7 @@ class SessionStore:
             "undo": [pack(s) for s in tab.undo_stack],
             "redo": [pack(s) for s in tab.redo_stack],
         }
-        atomic_write_bytes(d / "session.json", json.dumps(doc, separators=(",", ":")).encode())
+        atomic_write_bytes(d / "session.json", json.dumps(doc, separators=(",", ":")).encode(), mode=_FILE_MODE)
         for f in blobs.glob("*.json"):  # drop what history no longer references
             if f.stem not in used:
                 try:
@@ -233,45 +273,92 @@ class SessionStore:
 
     # -- reading -------------------------------------------------------------
     def load(self, sid: str, models: ModelCache, history_limit: int) -> Tab:
-        """Read a tab written by :meth:`save` (compute thread)."""
+        """Read a tab written by :meth:`save` (compute thread).
+
+        Raises:
+            DragkitError: the files are missing, damaged or do not fit; the
+                message names neither a path nor the file's content.
+        """
         d = self._dir(sid)
         try:
-            doc = json.loads((d / "session.json").read_text())
-            if doc.get("format") != FORMAT:
-                raise ValueError("not an app session")
+            doc = parse_app_session(json.loads(_read_capped(d / "session.json").decode("utf-8")), sid)
+            blobs: dict[str, Any] = {}
 
-            def unpack(snap: dict[str, Any]) -> dict[str, Any]:
+            def unpack(snap: Any) -> dict[str, Any]:
                 engine = {}
-                for key, value in snap["engine"].items():
-                    if isinstance(value, dict) and set(value) == {"$blob"}:
-                        value = json.loads((d / "blobs" / f"{value['$blob']}.json").read_text())
+                for key, value in snap.engine.items():
+                    ref = blob_id(value)
+                    if ref is not None:
+                        if ref not in blobs:  # the id is 40 hex digits: always inside blobs/
+                            blobs[ref] = json.loads(_read_capped(d / "blobs" / f"{ref}.json").decode("utf-8"))
+                        value = blobs[ref]
                     engine[key] = value
-                return {**snap, "engine": engine}
+                return {"model": snap.model, "seed": snap.seed, "psi": snap.psi, "engine": engine}
 
-            current = unpack(doc["current"])
+            current = unpack(doc.current)
             edit = Edit.from_snapshot(models.get(current["model"]), current)
-            tab = Tab(sid, edit, int(doc.get("max_steps", 300)), history_limit)
-            tab.options = dict(doc.get("options") or {})
+            tab = Tab(sid, edit, doc.max_steps, history_limit)
+            tab.options = dict(doc.options)
             _apply_options(edit, tab.options)
             tab.options = edit.options()
-            tab.undo_stack = [unpack(s) for s in doc.get("undo", [])]
-            tab.redo_stack = [unpack(s) for s in doc.get("redo", [])]
-        except DragkitError:
-            raise
-        except Exception as exc:
-            raise DragkitError(f"saved session {sid} could not be reopened ({exc.__class__.__name__}: {exc})") from None
+            tab.undo_stack = [unpack(s) for s in doc.undo[-history_limit:]]
+            tab.redo_stack = [unpack(s) for s in doc.redo[-history_limit:]]
+        except DragkitError as exc:
+            log.warning("saved session %s could not be reopened: %s", sid, exc)
+            raise DragkitError(f"saved session {sid} could not be reopened ({exc})") from None
+        except (OSError, ValueError, RecursionError) as exc:  # missing/unreadable file, bad JSON
+            log.warning("saved session %s could not be reopened: %s", sid, type(exc).__name__)
+            raise DragkitError(f"saved session {sid} could not be reopened (damaged or unreadable files)") from None
         return tab
 
-    def prune(self, max_age_days: float) -> int:
-        """Delete sessions not saved for ``max_age_days``; returns how many."""
-        cutoff = time.time() - max_age_days * 86400
+    def count(self) -> int:
+        """Entries in the sessions folder (an upper bound of the saved tabs; cheap)."""
+        try:
+            return sum(1 for _ in os.scandir(self.root))
+        except OSError:
+            return 0
+
+    def prune(self, max_age_days: float | None = None, keep: set[str] | frozenset[str] = frozenset()) -> int:
+        """Delete tabs not saved for ``max_age_days`` (default: ``keep_days``; 0 keeps
+        all), then the least recently saved beyond ``max_saved``; never one in
+        ``keep``.  Returns how many were deleted."""
+        days = self.keep_days if max_age_days is None else max_age_days
+        cutoff = time.time() - days * 86400 if days > 0 else None
+        saved: list[tuple[float, Path]] = []
         n = 0
         for d in self.root.iterdir():
             f = d / "session.json"
             try:
-                if d.is_dir() and valid_sid(d.name) and f.is_file() and f.stat().st_mtime < cutoff:
-                    shutil.rmtree(d)
-                    n += 1
+                if not (d.is_dir() and not d.is_symlink() and valid_sid(d.name) and f.is_file()):
+                    continue
+                mtime = f.stat().st_mtime
             except OSError:
-                pass
+                continue
+            if d.name in keep:
+                continue
+            if cutoff is not None and mtime < cutoff:
+                n += self._remove(d)
+            else:
+                saved.append((mtime, d))
+        saved.sort()
+        for _, d in saved[: max(0, len(saved) - self.max_saved)]:
+            n += self._remove(d)
         return n
+
+    @staticmethod
+    def _remove(d: Path) -> int:
+        try:
+            shutil.rmtree(d)
+            return 1
+        except OSError:
+            return 0
+
+
+def _private(path: Path, mode: int) -> None:
+    """Make a folder of ours private (older versions created them world-readable)."""
+    try:
+        st = path.stat()
+        if st.st_mode & 0o777 != mode and st.st_uid == os.getuid():
+            os.chmod(path, mode)
+    except OSError:
+        pass

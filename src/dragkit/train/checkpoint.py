@@ -4,8 +4,9 @@ A checkpoint is one file written with :func:`torch.save` to a temporary file
 in the same folder, flushed to disk and renamed over the old one, so a run
 killed at any moment leaves either the previous checkpoint or the new one,
 never a torn file.  It holds only tensors, numbers, strings, lists and
-dicts, and is read back with ``torch.load(weights_only=True)`` (no arbitrary
-unpickling).
+dicts, and is read back with ``torch.load(weights_only=True)`` through
+:func:`dragkit.formats.torchload.load_weights` (no arbitrary unpickling; a
+PyTorch older than the safe floor is refused).
 """
 from __future__ import annotations
 
@@ -47,10 +48,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no training checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for damaged files
-        raise CheckpointError(f"{path}: cannot read training checkpoint ({exc.__class__.__name__}: {exc})") from None
+    from ..formats.torchload import load_weights
+
+    state = load_weights(path, what="training checkpoints")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a dragkit training checkpoint")
     if state.get("version") != CHECKPOINT_VERSION:

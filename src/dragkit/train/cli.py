@@ -56,6 +56,8 @@ def register(sub: Any) -> None:
                    help="at the end write the EMA generator as STEM.safetensors + STEM.json "
                         "and the discriminator as STEM.disc.*")
     p.add_argument("--export-fp16", action="store_true", help="store the exported generator's weights as float16")
+    p.add_argument("--export-now", action="store_true",
+                   help="only export the run's latest checkpoint to --export and exit (safe while it trains)")
     g = p.add_argument_group("networks")
     g.add_argument("--z-dim", type=int, default=None)
     g.add_argument("--w-dim", type=int, default=None)
@@ -96,7 +98,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .export import export_networks
+    from .export import export_checkpoint, export_networks, run_metadata
     from .loop import Trainer, TrainConfig, make_config
 
     from .distributed import env_info
@@ -108,6 +110,17 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     elif procs > 1:  # processes on one machine share its cores
         torch.set_num_threads(max(1, torch.get_num_threads() // procs))
+    if args.export_now:
+        if not args.export:
+            raise DragkitError("--export-now needs --export STEM")
+        from pathlib import Path
+
+        from .checkpoint import CHECKPOINT_NAME
+
+        paths = export_checkpoint(Path(args.outdir) / CHECKPOINT_NAME, args.export,
+                                  dtype=torch.float16 if args.export_fp16 else None)
+        print("exported " + ", ".join(str(p) for p in paths))
+        return 0
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DragkitError("--device cuda requested but CUDA is not available")
@@ -155,15 +168,9 @@ def run(args: argparse.Namespace) -> int:
 
             dist.destroy_process_group()
     if args.export and trainer.dist.is_main:
-        meta = {
-            "trained_with": "dragkit train",
-            "data": trainer.cfg.data,
-            "data_range": trainer.cfg.data_range,
-            "kimg": round(trainer.kimg, 3),
-            "seed": trainer.cfg.seed,
-            "preset": trainer.cfg.preset,
-            "train_seconds": round(trainer.elapsed, 1),
-        }
+        import dataclasses
+
+        meta = run_metadata(dataclasses.asdict(trainer.cfg), trainer.kimg, trainer.elapsed)
         paths = export_networks(trainer, args.export, metadata=meta,
                                 dtype=torch.float16 if args.export_fp16 else None)
         print("exported " + ", ".join(str(p) for p in paths))

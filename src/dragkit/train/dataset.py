@@ -138,8 +138,15 @@ class ImageDataset:
                 )
 
     def load(self, i: int) -> np.ndarray:
-        """Image ``i`` as ``(R, R, 3)`` uint8 RGB.  Raises DragkitError naming a bad file."""
-        img = self._open(i)
+        """Image ``i`` as ``(R, R, 3)`` uint8 RGB.  Raises DragkitError naming a bad file.
+
+        Decoded through :func:`dragkit.images.read_image`, which checks the
+        size from the header first (a decompression bomb costs nothing).
+        """
+        from ..images import read_image
+
+        R = self.resolution
+        img = read_image(self._read(i), what=f"image {self._where(i)}", size=(R, R))
         try:
             img = img.convert("RGB")
             arr = np.asarray(img, dtype=np.uint8)

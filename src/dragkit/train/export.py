@@ -21,7 +21,22 @@ import torch
 from ..formats.native import (DISC_FORMAT, disc_stem, native_stem, load_native_discriminator as load_discriminator,
                               save_discriminator, save_native)
 
-__all__ = ["DISC_FORMAT", "disc_stem", "save_discriminator", "load_discriminator", "export_networks"]
+__all__ = ["DISC_FORMAT", "disc_stem", "save_discriminator", "load_discriminator", "export_networks",
+           "export_checkpoint", "run_metadata"]
+
+
+def run_metadata(cfg: Mapping[str, Any], kimg: float, train_seconds: float) -> dict[str, Any]:
+    """What an exported model records about the run that made it."""
+    return {
+        "trained_with": "dragkit train",
+        "data": cfg.get("data"),
+        "data_range": cfg.get("data_range"),
+        "kimg": round(float(kimg), 3),
+        "seed": cfg.get("seed"),
+        "preset": cfg.get("preset"),
+        "init_from": cfg.get("init_from"),
+        "train_seconds": round(float(train_seconds), 1),
+    }
 
 
 def export_networks(trainer: Any, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None,
@@ -42,4 +57,28 @@ def export_networks(trainer: Any, path: str | os.PathLike, metadata: Mapping[str
     written = list(save_native(G, stem, metadata=metadata, dtype=dtype))
     D = copy.deepcopy(trainer.D).cpu().eval()
     written += list(save_discriminator(D, stem))
+    return written
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, path: str | os.PathLike,
+                      dtype: torch.dtype | None = None) -> list[Path]:
+    """Export the ``G_ema`` and ``D`` of a training checkpoint file, without building a trainer.
+
+    Reads the checkpoint only, so it is safe while the run goes on writing
+    newer ones (each write is atomic).  Returns the four paths written.
+    """
+    from ..nets import Generator
+    from ..nets.discriminator import Discriminator
+    from .checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    G = Generator(**state["G_init_kwargs"])
+    G.load_state_dict(state["G_ema"])
+    D = Discriminator(**state["D_init_kwargs"])
+    D.load_state_dict(state["D"])
+    stem = native_stem(path)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    meta = run_metadata(state["config"], state["cur_nimg"] / 1000, state.get("elapsed", 0.0))
+    written = list(save_native(G.eval(), stem, metadata=meta, dtype=dtype))
+    written += list(save_discriminator(D.eval(), stem))
     return written

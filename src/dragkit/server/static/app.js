@@ -20,13 +20,10 @@
   const optInputs = [...document.querySelectorAll("[data-opt]")];
 
   // ------------------------------------------------------------------ state
-  const params = new URLSearchParams(location.search);
-  const token = params.get("token") || sessionStorage.getItem("dragkit.token") || null;
-  if (params.get("token")) {
-    sessionStorage.setItem("dragkit.token", token);
-    params.delete("token");  // keep the secret out of the address bar and history
-    history.replaceState(null, "", location.pathname + (params.toString() ? "?" + params : ""));
-  }
+  // The token travels only in the HttpOnly cookie the login page obtained
+  // (never in a URL this page builds); drop a #token=... left in the address.
+  if (location.hash.includes("token=")) history.replaceState(null, "", location.pathname + location.search);
+  sessionStorage.removeItem("dragkit.token");  // older versions kept it here
   const S = {
     ws: null, sid: sessionStorage.getItem("dragkit.session"), connected: false, retry: 0,
     st: null, R: 0, points: [], mask: null, imageRev: -1, limits: null,
@@ -42,12 +39,12 @@
   function wsUrl() {
     const u = new URL("ws", location.href);
     u.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-    if (token) u.searchParams.set("token", token);
+    u.hash = "";
     return u.toString();
   }
   function apiUrl(path) {
     const u = new URL(path, location.href);
-    if (token) u.searchParams.set("token", token);
+    u.hash = "";
     return u.toString();
   }
   function send(msg) {
@@ -78,6 +75,10 @@
       if (S.ws !== ws) return;
       const wait = Math.min(3000, 300 * 2 ** S.retry++);
       setConn(false, ev.code === 1013 ? "too many tabs" : "reconnecting…");
+      // A refused handshake looks like any lost connection; if the cookie no
+      // longer opens the server (restarted with another token), show the login page.
+      if (S.retry > 2) fetch(apiUrl("api/health"), { credentials: "same-origin" })
+        .then((r) => { if (r.status === 401) location.reload(); }).catch(() => {});
       setTimeout(connect, ev.code === 1013 ? 5000 : wait);
     };
   }
@@ -177,6 +178,7 @@
       if (inp.tagName === "INPUT" && auto !== undefined && auto !== null) inp.placeholder = `auto (${typeof auto === "number" ? +auto.toFixed(3) : auto})`;
     }
     if (m.num_ws) $("opt-layers").max = m.num_ws;
+    if (m.resolution) { $("opt-r1").max = m.resolution / 2; $("opt-r2").max = Math.floor(m.resolution / 2); }  // the engine's bound
     el.resInfo.textContent = m.model ? `${m.model} · ${m.resolution}×${m.resolution}` : "no model";
     if (m.image) { S.imageRev = m.image_rev; S.pending = null; showImage(m.image).then(draw); }
     decodeMask(m.mask).then(draw);

@@ -1,0 +1,261 @@
+"""Drag options and every bound on a drag's size, in one place.
+
+:class:`DragOptions` is what a drag is configured with; its
+:meth:`~DragOptions.validate` is the one check every path into the engine
+goes through (the Python session, ``dragkit drag --spec``, session files
+and the web app).  The bounds are:
+
+* each option's type and range (:data:`OPTION_RANGES`; the web app offers
+  the same table);
+* radii by the image: ``r1`` and ``r2`` at most half the image size (a
+  larger disk or search window covers nothing more);
+* points: at most :data:`MAX_POINTS` pairs, steps: at most :data:`MAX_STEPS`;
+* per-step work: the feature values one step gathers,
+  ``points * (5 * |disk(r1)| + |square(r2)|) * channels``, at most
+  :data:`MAX_STEP_SAMPLES` (:func:`step_samples`).  Within the radius
+  bounds only large images with many points and large radii reach it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Sequence
+
+from ..errors import SpecError
+
+__all__ = [
+    "DragOptions",
+    "OPTION_RANGES",
+    "MAX_POINTS",
+    "MAX_STEPS",
+    "MAX_STEP_SAMPLES",
+    "check_option",
+    "step_samples",
+    "auto_r1",
+    "auto_r2",
+    "auto_lambda_mask",
+    "auto_feature_block",
+    "SPACES",
+    "TRACKING",
+    "NOISE_MODES",
+]
+
+SPACES = ("w+", "w")
+TRACKING = ("l1", "l2")
+NOISE_MODES = ("const", "none")
+
+#: Most handle/target pairs in one drag (the web app's default limit is 32).
+MAX_POINTS = 64
+#: Largest step cap of one drag.
+MAX_STEPS = 100_000
+#: Most feature values one step may gather (motion supervision + tracking),
+#: 2^25 = 33.5 M (float32 with gradients: a few hundred MB).  The defaults at
+#: 1024 px with 64 points need 24 M; 32 points with r1 = r2 = 16 px on the
+#: 32 px toy model need 16 M (2.1 s per step, +320 MB, on a loaded 2-core CPU).
+MAX_STEP_SAMPLES = 2**25
+
+#: Each option's kind and static range.  Kinds: ``float``, ``int``,
+#: ``*_or_none`` (None = the engine's default for the model) and
+#: ``choice``.  Model-dependent bounds (radii, layers, feature block) are
+#: checked by :meth:`DragOptions.validate` given the generator.
+OPTION_RANGES: dict[str, tuple] = {
+    "lr": ("float", 1e-5, 1.0),
+    "r1": ("float_or_none", 0.5, 2048.0),
+    "r2": ("int_or_none", 1, 2048),
+    "lambda_mask": ("float_or_none", 0.0, 1000.0),
+    "space": ("choice", SPACES),
+    "layers": ("int", 1, 64),
+    "tracking": ("choice", TRACKING),
+    "feature_block": ("int_or_none", 4, 4096),
+    "stop_distance": ("float_or_none", 0.1, 64.0),
+    "noise_mode": ("choice", NOISE_MODES),
+}
+
+
+def check_option(name: str, value: Any) -> Any:
+    """One option's value checked against :data:`OPTION_RANGES`; returns it cleaned.
+
+    Raises:
+        SpecError: an unknown name, a wrong type, or a value out of range
+            (``"option lr must be between 1e-05 and 1, got -1"``).
+    """
+    if name not in OPTION_RANGES:
+        raise SpecError(f"unknown option {name!r}; known: {', '.join(OPTION_RANGES)}")
+    kind = OPTION_RANGES[name]
+    if kind[0] == "choice":
+        if not isinstance(value, str) or value not in kind[1]:
+            raise SpecError(f"option {name} must be one of {', '.join(kind[1])}, got {value!r:.40}")
+        return value
+    if kind[0].endswith("_or_none") and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SpecError(f"option {name} must be a finite number, got {value!r:.40}")
+    lo, hi = kind[1], kind[2]
+    if kind[0].startswith("int"):
+        if int(value) != value:
+            raise SpecError(f"option {name} must be a whole number, got {value!r}")
+        value = int(value)
+    if not lo <= value <= hi:
+        raise SpecError(f"option {name} must be between {lo:g} and {hi:g}, got {value!r}")
+    return value if kind[0].startswith("int") else float(value)
+
+
+# ----------------------------------------------------------------------------
+# Defaults for small models (chosen on the toy world, see docs/drag.md).
+
+
+def auto_r1(img_resolution: int) -> float:
+    """Default motion-supervision radius.
+
+    ``H / 4`` for models of at most 64 px (measured on the 32 px toy world:
+    objects there span a few pixels of flat colour, and a disk that covers
+    the dragged object moves it far more accurately; docs/drag.md); above
+    that the paper's 3 px at 512 px, scaled with ``H``, never below 3 px.
+    """
+    if img_resolution <= 64:
+        return img_resolution / 4.0
+    return max(3.0, 3.0 * img_resolution / 512)
+
+
+def auto_r2(img_resolution: int) -> int:
+    """Default tracking half-size: the paper's 12 px at 512 px, never below 6 px."""
+    return max(6, round(12 * img_resolution / 512))
+
+
+def auto_lambda_mask(img_resolution: int) -> float:
+    """Default weight of the mask term.
+
+    The paper's 20 above 64 px.  5 for models of at most 64 px: there the
+    feature block's halo around a moving object reaches a few pixels into a
+    hand-painted fixed region, and lambda = 20 holds the dragged object back
+    (toy world, flexible band 3 px wider than the disk: 37 % of drags arrive
+    within 300 steps at 20, 87 % at 5; docs/drag.md).
+    """
+    return 5.0 if img_resolution <= 64 else 20.0
+
+
+def auto_feature_block(block_resolutions: Sequence[int], img_resolution: int) -> int:
+    """Default feature block: ``H / 4`` (the paper's b128 at 512 px), at least b16."""
+    want = max(16, img_resolution // 4)
+    cands = [r for r in block_resolutions if r <= want]
+    return max(cands) if cands else min(block_resolutions)
+
+
+def _disk_size(r1: float) -> int:
+    """``|{o : |o| < r1}|`` (the motion-supervision disk of :func:`~.core.disk_offsets`)."""
+    k = int(math.ceil(r1))
+    return max(1, sum(1 for dy in range(-k, k + 1) for dx in range(-k, k + 1) if dx * dx + dy * dy < r1 * r1))
+
+
+def step_samples(r1: float, r2: int, num_points: int, channels: int) -> int:
+    """Feature values one drag step gathers: ``points * (5 * |disk| + |square|) * channels``.
+
+    The motion loss samples every disk pixel and its four shifted
+    neighbours; tracking samples the ``(2 r2 + 1)^2`` search square.
+    """
+    disk = _disk_size(r1) if r1 < 64 else int(math.pi * r1 * r1) + 1
+    return int(num_points) * (5 * disk + (2 * int(r2) + 1) ** 2) * int(channels)
+
+
+@dataclass
+class DragOptions:
+    """Settings of a drag (mutable between drags; a change applies to the next drag).
+
+    Attributes:
+        lr: Adam learning rate.
+        r1: motion-supervision disk radius in pixels (None = :func:`auto_r1`).
+        r2: tracking search half-size in pixels (None = :func:`auto_r2`).
+        lambda_mask: weight of the mask term (used only when a mask with
+            both values is set; None = :func:`auto_lambda_mask`).
+        space: ``'w+'`` (one code per layer) or ``'w'`` (one shared code).
+        layers: how many of the first codes are optimised; the others are
+            held at their values from the start of the drag.
+        tracking: ``'l1'`` (paper) or ``'l2'`` (authors' code).
+        feature_block: block resolution whose output is the feature map
+            (None = :func:`auto_feature_block`).
+        stop_distance: stop when every handle is within this many pixels of
+            its target (None = the paper's rule, 1 px for up to 5 points,
+            2 px otherwise).
+        noise_mode: ``'const'`` or ``'none'``.
+    """
+
+    lr: float = 0.004
+    r1: float | None = None
+    r2: int | None = None
+    lambda_mask: float | None = None
+    space: str = "w+"
+    layers: int = 6
+    tracking: str = "l1"
+    feature_block: int | None = None
+    stop_distance: float | None = None
+    noise_mode: str = "const"
+
+    def validate(self, G: Any | None = None, num_points: int | None = None) -> None:
+        """Check every field; with ``G`` also the bounds by its image, and with
+        ``num_points`` the work of one step.
+
+        Raises:
+            SpecError: naming the first bad field, or saying which limit a
+                drag of ``num_points`` pairs would pass and what to change.
+        """
+        for f in fields(self):
+            check_option(f.name, getattr(self, f.name))
+        if num_points is not None and num_points > MAX_POINTS:
+            raise SpecError(f"at most {MAX_POINTS} point pairs per drag, got {num_points}")
+        if G is None:
+            return
+        H = int(G.img_resolution)
+        half = H / 2
+        if self.r1 is not None and self.r1 > half:
+            raise SpecError(f"option r1 must be at most {half:g} px (half the {H} px image), got {self.r1:g}")
+        if self.r2 is not None and self.r2 > half:
+            raise SpecError(f"option r2 must be at most {int(half)} px (half the {H} px image), got {self.r2}")
+        if self.layers > G.num_ws:
+            raise SpecError(f"option layers must be at most {G.num_ws} for this model, got {self.layers}")
+        blocks = list(G.synthesis.block_resolutions)
+        if self.feature_block is not None and self.feature_block not in blocks:
+            raise SpecError(f"option feature_block must be one of {blocks} for this model, got {self.feature_block}")
+        if num_points:
+            r = self.resolved(G)
+            channels = int(G.synthesis.block_channels(r.feature_block))
+            need = step_samples(r.r1, r.r2, num_points, channels)
+            if need > MAX_STEP_SAMPLES:
+                raise SpecError(
+                    f"this drag is too large: {num_points} point pairs with r1 = {r.r1:g} px and r2 = {r.r2} px "
+                    f"gather {need / 1e6:.0f} M feature values per step (limit {MAX_STEP_SAMPLES / 1e6:.0f} M); "
+                    "use fewer points or smaller radii"
+                )
+
+    def resolved(self, G: Any) -> "DragOptions":
+        """A copy with every None default replaced by its value for ``G`` (validated)."""
+        self.validate(G)
+        H = int(G.img_resolution)
+        return DragOptions(
+            lr=float(self.lr),
+            r1=float(self.r1) if self.r1 is not None else auto_r1(H),
+            r2=int(self.r2) if self.r2 is not None else auto_r2(H),
+            lambda_mask=float(self.lambda_mask) if self.lambda_mask is not None else auto_lambda_mask(H),
+            space=self.space,
+            layers=int(self.layers),
+            tracking=self.tracking,
+            feature_block=int(self.feature_block) if self.feature_block is not None
+            else auto_feature_block(G.synthesis.block_resolutions, H),
+            stop_distance=float(self.stop_distance) if self.stop_distance is not None else None,
+            noise_mode=self.noise_mode,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DragOptions":
+        """Build from a dict; unknown keys are a :class:`SpecError`."""
+        if not isinstance(d, dict):
+            raise SpecError(f"options must be an object, got {type(d).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise SpecError(f"unknown option(s) {', '.join(map(str, unknown))[:200]}; known: {', '.join(sorted(names))}")
+        opts = cls(**d)
+        opts.validate()
+        return opts

@@ -1,0 +1,305 @@
+"""``toy``: ground truth on the toy world, scored by its oracle (:func:`dragkit.train.toy.measure`).
+
+Problem ``i`` (deterministic from ``first_seed`` and ``i``): a sample of the
+model (psi 0.7) that the oracle reads as a clean disk-and-bar scene, and a
+*feasible* drag of ``handles[i % len(handles)]`` handles:
+
+* 1 handle: the disk's centre;
+* 2 handles: the disk's centre and the bar's centre;
+* 3 handles: the disk's centre, a second point of the disk (half its radius
+  from the centre, random side) moved by the same displacement, and the
+  bar's centre.
+
+Each dragged object moves 6-12 px (at 32 px; scaled with the resolution) in
+a seeded random direction such that the final scene still obeys the world's
+rules (inside the margin, clear of the other object), as in the ground-truth
+tests (``tests/test_drag_toy.py``).  With the mask, the flexible region is a
+band around each dragged object's path: the pixels within ``mask_margin`` px
+of the object swept from its start to its target (a capsule of radius
+``radius + margin`` for the disk, a swept box for the bar); for one handle
+the band keeps 1 px clear of the bar, which is then a *masked object* whose
+motion is scored.  Every problem is dragged with and without the mask (the
+same drag), by every variant.
+
+Scores, from the oracle's reading of the final image: the error of each
+dragged object (distance of its measured centre to where its centre was
+sent), the drag's error = the largest of them; ``lost`` when the oracle no
+longer finds a dragged object; ``swapped`` when the object nearest the
+disk's target is the bar (the generator exchanged the shapes, see
+docs/drag.md); the motion of the object nobody dragged; the mean pixel
+change (0-255) outside the flexible region.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...errors import SpecError
+from .. import metrics as M
+from ..engines import run_drag
+
+NAME = "toy"
+
+
+def scene_seed(first_seed: int, index: int, attempt: int) -> int:
+    """The model seed of problem ``index``'s ``attempt``-th candidate scene (blocks of 1000 per problem)."""
+    return int(first_seed) + 1000 * int(index) + int(attempt)
+
+
+def flexible_band(H: int, centre, half: tuple[float, float], target, margin: float, round_shape: bool) -> np.ndarray:
+    """``(H, H)`` bool: pixels within ``margin`` of an object swept from ``centre`` to ``target``.
+
+    ``round_shape``: a disk of radius ``half[0]`` (a capsule); else an
+    axis-aligned box of half sizes ``half`` (a swept box).
+    """
+    ys, xs = np.mgrid[0:H, 0:H].astype(np.float64)
+    (cx, cy), (tx, ty) = centre, target
+    if round_shape:
+        px, py = xs - cx, ys - cy
+        vx, vy = tx - cx, ty - cy
+        u = np.clip((px * vx + py * vy) / max(vx * vx + vy * vy, 1e-12), 0, 1)
+        return np.hypot(px - u * vx, py - u * vy) <= half[0] + margin
+    out = np.zeros((H, H), dtype=bool)
+    n = max(2, int(math.ceil(math.hypot(tx - cx, ty - cy) / 0.25)) + 1)
+    for u in np.linspace(0.0, 1.0, n):
+        x, y = cx + u * (tx - cx), cy + u * (ty - cy)
+        out |= (np.abs(xs - x) <= half[0] + margin) & (np.abs(ys - y) <= half[1] + margin)
+    return out
+
+
+def _inside(c, half, H: float) -> bool:
+    m = 3 * H / 64
+    return (half[0] + m - 0.5 <= c[0] <= H - 0.5 - half[0] - m) and (half[1] + m - 0.5 <= c[1] <= H - 0.5 - half[1] - m)
+
+
+def _clear(disk_c, radius: float, bar_c, bar_half, H: float) -> bool:
+    dx = max(abs(disk_c[0] - bar_c[0]) - bar_half[0], 0.0)
+    dy = max(abs(disk_c[1] - bar_c[1]) - bar_half[1], 0.0)
+    return math.hypot(dx, dy) >= radius + 4 * H / 64
+
+
+def make_problem(G: Any, params: dict[str, Any], index: int) -> dict[str, Any]:
+    """Problem ``index`` (see the module docstring). Raises ``SpecError`` if no sample of the model is a clean scene."""
+    from ...train.toy import measure
+
+    H = int(G.img_resolution)
+    counts = params["handles"]
+    k = counts[index % len(counts)]
+    scale = H / 32.0
+    lo, hi = 6.0 * scale, 12.0 * scale
+    margin = params["mask_margin"] * scale
+    ys, xs = np.mgrid[0:H, 0:H]
+    for attempt in range(params["max_attempts"]):
+        seed = scene_seed(params["first_seed"], index, attempt)
+        with torch.no_grad():
+            m = measure(G.synthesis(G.ws_from_seed(seed, psi=params["psi"]).to(next(G.parameters()).device)))
+        if not m.ok:
+            continue
+        disk, bar = m.disk, m.bar
+        rng = np.random.default_rng([int(params["first_seed"]), int(index), int(attempt)])
+        dh = (disk.size, disk.size)
+        bh = bar.half_extent
+        for _ in range(100):
+            a, length = rng.uniform(0, 2 * math.pi), rng.uniform(lo, hi)
+            td = (disk.center[0] + length * math.cos(a), disk.center[1] + length * math.sin(a))
+            if k >= 2:
+                a2, l2 = rng.uniform(0, 2 * math.pi), rng.uniform(lo, hi)
+                tb = (bar.center[0] + l2 * math.cos(a2), bar.center[1] + l2 * math.sin(a2))
+            else:
+                tb = bar.center
+            if not (_inside(td, dh, H) and _inside(tb, bh, H) and _clear(td, disk.size, tb, bh, H)):
+                continue
+            band = flexible_band(H, disk.center, dh, td, margin, True)
+            if k == 1:
+                box = (np.abs(xs - bar.center[0]) <= bh[0] + 1) & (np.abs(ys - bar.center[1]) <= bh[1] + 1)
+                if (band & box).any():
+                    continue
+            else:
+                band = band | flexible_band(H, bar.center, bh, tb, margin, False)
+            handles = [disk.center]
+            targets = [td]
+            if k == 3:
+                a3 = rng.uniform(0, 2 * math.pi)
+                off = (0.5 * disk.size * math.cos(a3), 0.5 * disk.size * math.sin(a3))
+                handles.append((disk.center[0] + off[0], disk.center[1] + off[1]))
+                targets.append((td[0] + off[0], td[1] + off[1]))
+            if k >= 2:
+                handles.append(bar.center)
+                targets.append(tb)
+            return {
+                "seed": seed, "handles": [list(map(float, h)) for h in handles],
+                "targets": [list(map(float, t)) for t in targets],
+                "disk": {"center": list(disk.center), "size": disk.size, "target": list(td)},
+                "bar": {"center": list(bar.center), "size": bar.size, "target": list(tb), "moved": k >= 2},
+                "mask_pixels": int(band.sum()), "_mask": band,
+            }
+    raise SpecError(f"toy suite: none of {params['max_attempts']} samples of this model for problem {index} is a "
+                    "clean disk-and-bar scene with a feasible drag (is it the toy model, and trained?)")
+
+
+class ToySuite:
+    name = NAME
+    default_model = "toy"
+    default_max_steps = 200
+    columns = [
+        ("n", "drags", "d"), ("err_mean", "mean err px", ".2f"), ("err_median", "median err px", ".2f"),
+        ("within_1px", "<= 1 px", ".0%"), ("within_2px", "<= 2 px", ".0%"), ("swapped", "swapped", "d"),
+        ("lost", "lost", "d"), ("err_mean_unswapped", "err px w/o swaps", ".2f"),
+        ("still_moved", "undragged moved px", ".2f"), ("outside_change", "outside change", ".2f"),
+        ("reached", "reached", ".0%"), ("steps_mean", "steps", ".1f"), ("steps_to_arrive", "steps to arrive", ".1f"),
+    ]
+    timing_columns = [("seconds_to_arrive", "s to arrive", ".2f"), ("seconds_per_step", "ms/step", "ms")]
+    metric_docs = {
+        "n": "drags in the group",
+        "err_mean": "mean over the drags the oracle could read of the drag error: the largest distance (px) of a "
+                    "dragged object's measured centre to where its centre was sent",
+        "err_median": "median of the same",
+        "within_1px": "share of all drags with error <= 1 px (lost drags count as misses)",
+        "within_2px": "share of all drags with error <= 2 px",
+        "swapped": "drags where the object nearest the disk's target is the bar (the model exchanged the shapes)",
+        "lost": "drags after which the oracle no longer finds a dragged object",
+        "err_mean_unswapped": "err_mean over readable drags that did not swap",
+        "still_moved": "mean distance (px) the object nobody dragged moved (1-handle drags; masked object with the mask)",
+        "outside_change": "mean absolute change (0-255) of the pixels outside the flexible region (mask on)",
+        "reached": "share of drags whose tracked handles met the stop rule",
+        "steps_mean": "mean optimisation steps",
+        "steps_to_arrive": "mean steps of the drags that reached",
+        "seconds_to_arrive": "mean seconds of the drags that reached",
+        "seconds_per_step": "mean seconds per step",
+        "seconds_per_edit": "mean seconds per drag",
+    }
+    paper = None
+
+    @staticmethod
+    def params(args: Any) -> dict[str, Any]:
+        counts = [int(x) for x in (args.handles or "1,2,3").split(",") if x.strip()]
+        if not counts or any(c not in (1, 2, 3) for c in counts):
+            raise SpecError(f"--handles for the toy suite: 1, 2 and/or 3, got {args.handles!r}")
+        if not (args.mask_margin >= 0):
+            raise SpecError(f"--mask-margin must be >= 0, got {args.mask_margin}")
+        return {"handles": counts, "mask": args.mask, "mask_margin": float(args.mask_margin),
+                "first_seed": int(args.first_seed if args.first_seed is not None else 1000), "psi": float(args.psi),
+                "max_attempts": 50}
+
+    @staticmethod
+    def jobs(params: dict[str, Any], n: int) -> list[tuple[int, dict[str, Any]]]:
+        masks = {"both": [False, True], "on": [True], "off": [False]}[params["mask"]]
+        counts = params["handles"]
+        return [(i, {"handles": counts[i % len(counts)], "mask": m}) for m in masks for i in range(n)]
+
+    @staticmethod
+    def group(condition: dict[str, Any]) -> dict[str, Any]:
+        return {"handles": condition["handles"], "mask": condition["mask"]}
+
+    @staticmethod
+    def setup(G: Any, params: dict[str, Any]) -> Any:
+        return None
+
+    @staticmethod
+    def run(G: Any, state: Any, params: dict[str, Any], index: int, condition: dict[str, Any], variant: Any,
+            max_steps: int, images: bool) -> dict[str, Any]:
+        from ...train.toy import measure
+        from ...utils import tensor_to_uint8
+
+        prob = make_problem(G, params, index)
+        band = prob.pop("_mask")
+        masked = bool(condition["mask"])
+        dev = next(G.parameters()).device
+        ws = G.ws_from_seed(prob["seed"], psi=params["psi"]).to(dev)
+        with torch.no_grad():
+            before = tensor_to_uint8(G.synthesis(ws))
+        out = run_drag(G, ws, prob["handles"], prob["targets"], variant.drag_options(),
+                       mask=band if masked else None, max_steps=max_steps, engine=variant.engine)
+        after = tensor_to_uint8(out.image)
+        m = measure(out.image)
+        td, tb = prob["disk"]["target"], prob["bar"]["target"]
+        errs = []
+        errs.append(math.dist(m.disk.center, td) if m.disk is not None else math.inf)
+        if prob["bar"]["moved"]:
+            errs.append(math.dist(m.bar.center, tb) if m.bar is not None else math.inf)
+        err = max(errs)
+        lost = not math.isfinite(err)
+        swapped = bool(m.disk is not None and m.bar is not None
+                       and math.dist(m.bar.center, td) < math.dist(m.disk.center, td))
+        still = None
+        if not prob["bar"]["moved"] and m.bar is not None:
+            still = math.dist(m.bar.center, prob["bar"]["center"])
+        outside = None
+        if masked:
+            fixed = ~band
+            outside = float(np.abs(after.astype(np.int16) - before.astype(np.int16))[fixed].mean())
+        res = {
+            "problem": prob,
+            "metrics": {
+                "err": None if lost else round(err, 6), "lost": lost, "swapped": swapped,
+                "still_moved": None if still is None else round(still, 6),
+                "outside_change": None if outside is None else round(outside, 6),
+                "clean": bool(m.ok), "reached": out.reached, "steps": out.steps,
+                "handle_px": round(float(np.mean(out.distances)), 6),
+                "final_handles": [[round(float(v), 4) for v in h] for h in out.handles],
+            },
+            "timing": {"seconds": out.seconds, "seconds_per_step": out.seconds / max(out.steps, 1)},
+            "trace": [round(x, 4) for x in out.trace],
+        }
+        if images:
+            res["images"] = {"before": M.png_b64(before), "after": M.png_b64(after)}
+        return res
+
+    @staticmethod
+    def aggregate(results: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+        ms = [r["metrics"] for r in results]
+        errs = [m["err"] for m in ms]
+        reached = [r for r in results if r["metrics"]["reached"]]
+        metrics = {
+            "n": len(ms),
+            "err_mean": M.mean(errs), "err_median": M.median(errs),
+            "within_1px": M.share([e is not None and e <= 1.0 for e in errs]),
+            "within_2px": M.share([e is not None and e <= 2.0 for e in errs]),
+            "swapped": sum(m["swapped"] for m in ms), "lost": sum(m["lost"] for m in ms),
+            "err_mean_unswapped": M.mean(m["err"] for m in ms if not m["swapped"]),
+            "still_moved": M.mean(m["still_moved"] for m in ms),
+            "outside_change": M.mean(m["outside_change"] for m in ms),
+            "clean": M.share([m["clean"] for m in ms]),
+            "reached": M.share([m["reached"] for m in ms]),
+            "steps_mean": M.mean(m["steps"] for m in ms),
+            "steps_to_arrive": M.mean(r["metrics"]["steps"] for r in reached),
+            "handle_px": M.mean(m["handle_px"] for m in ms),
+        }
+        timing = {
+            "seconds_per_edit": M.mean(r["timing"]["seconds"] for r in results),
+            "seconds_to_arrive": M.mean(r["timing"]["seconds"] for r in reached),
+            "seconds_per_step": M.mean(r["timing"]["seconds_per_step"] for r in results),
+        }
+        return metrics, timing
+
+    @staticmethod
+    def set_metrics(results: list[dict[str, Any]]) -> dict[str, Any]:
+        return {}
+
+    @staticmethod
+    def error_values(results: list[dict[str, Any]]) -> tuple[str, list[float]]:
+        """What the error-distribution plot shows."""
+        return "final oracle error (px)", [r["metrics"]["err"] for r in results if r["metrics"]["err"] is not None]
+
+    @staticmethod
+    def baseline_values(results: list[dict[str, Any]]) -> list[float]:
+        """The same error with no edit: the length of each drag."""
+        out = []
+        for r in results:
+            p = r["problem"]
+            lengths = [math.dist(p["disk"]["center"], p["disk"]["target"])]
+            if p["bar"]["moved"]:
+                lengths.append(math.dist(p["bar"]["center"], p["bar"]["target"]))
+            out.append(max(lengths))
+        return out
+
+    @staticmethod
+    def strip_points(result: dict[str, Any]) -> tuple[list, list, list]:
+        p = result["problem"]
+        return p["handles"], p["targets"], result["metrics"]["final_handles"]
+
+
+SUITE = ToySuite()
