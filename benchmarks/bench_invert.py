@@ -22,6 +22,7 @@ away from the pivot).
 
     nice -n 5 python benchmarks/bench_invert.py --model faces128 --images 19000:19010
     python benchmarks/bench_invert.py --model PATH --configs default --pti --threads 2
+    python benchmarks/bench_invert.py --model PATH --configs none --pti    # PTI only (W, W+ figures on the way)
 
 The images are already in the model's crop, so they are used as they are
 (``--align`` re-aligns them with ``dragkit.invert.align`` first, which
@@ -98,7 +99,7 @@ def main() -> int:
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--images", default="19000:19010", help="held-out range START:END (default 19000:19010)")
     ap.add_argument("--configs", default="all", help="comma-separated names of " + ", ".join(["default", *ABLATION])
-                    + " or 'all' (default)")
+                    + ", 'all' (default), or 'none' with --pti (only the PTI pass, which reports W and W+ too)")
     ap.add_argument("--pti", action="store_true", help="also pivotal tuning on the default projection")
     ap.add_argument("--w-steps", type=int, default=None)
     ap.add_argument("--wplus-steps", type=int, default=None)
@@ -130,7 +131,10 @@ def main() -> int:
     base.projection.optimize_noise = args.optimize_noise
     configs = {"default": base.projection.weights.to_dict()}
     configs.update({k: {**{t: 0.0 for t in configs["default"]}, **v} for k, v in ABLATION.items()})
-    names = list(configs) if args.configs == "all" else [c.strip() for c in args.configs.split(",")]
+    names = (list(configs) if args.configs == "all" else [] if args.configs == "none"
+             else [c.strip() for c in args.configs.split(",")])
+    if not names and not args.pti:
+        sys.exit("--configs none needs --pti")
     for n in names:
         if n not in configs:
             sys.exit(f"unknown config {n!r}; known: {', '.join(configs)}")

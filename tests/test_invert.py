@@ -237,12 +237,12 @@ def jpeg_bytes(arr: np.ndarray, **kw) -> bytes:
 
 @pytest.mark.parametrize("data, needle", [
     (b"", "empty"),
-    (b"hello, this is not an image at all" * 10, "not an image"),
-    (b"\x00\x00\x00\x18ftypheic" + b"\x00" * 200, "not an image"),  # HEIC: not supported
-    ("truncated-png", "truncated or corrupt"),
-    ("truncated-jpeg", "truncated or corrupt"),
-    (png_claiming(100_000, 100_000), "limit"),
-    (png_claiming(9000, 9000), "limit"),
+    (b"hello, this is not an image at all" * 10, "not a readable JPEG, PNG, WEBP, BMP or GIF image"),
+    (b"\x00\x00\x00\x18ftypheic" + b"\x00" * 200, "not a readable"),  # HEIC: not supported
+    ("truncated-png", "corrupt data"),
+    ("truncated-jpeg", "not a readable"),  # (400 bytes: the header itself is cut)
+    (png_claiming(100_000, 100_000), "at most 50,000,000 pixels"),
+    (png_claiming(9000, 9000), "at most"),
     ("tiny", "at least"),
 ])
 def test_bad_photos_are_one_clear_error(data, needle):
@@ -266,7 +266,7 @@ def test_photo_files_missing_folders_and_oversized(tmp_path):
         read_photo(tmp_path)
     big = tmp_path / "big.png"
     big.write_bytes(png_bytes(np.zeros((32, 32, 3), np.uint8)))
-    with pytest.raises(PhotoError, match="larger than"):
+    with pytest.raises(PhotoError, match="too large"):
         read_photo(big, max_bytes=len(big.read_bytes()) - 1)
 
 
@@ -303,6 +303,40 @@ def test_exif_rotation_is_applied():
     p = read_photo(buf.getvalue())
     assert p.exif_rotated and p.stored_size == (80, 40) and p.rgb.shape == (80, 40, 3)
     assert p.rgb[:10].mean() > 200 and p.rgb[-10:].mean() < 30  # the band is now on top
+
+
+def test_photos_are_read_by_the_one_image_reader(monkeypatch):
+    """read_photo decodes through dragkit.images.read_image: a bomb is refused before one pixel is decoded."""
+    from PIL import ImageFile
+
+    import dragkit.images
+
+    calls, decoded = [], []
+    real_read, real_load = dragkit.images.read_image, ImageFile.ImageFile.load
+
+    def spy_read(*a, **kw):
+        calls.append(kw.get("formats"))
+        return real_read(*a, **kw)
+
+    def spy_load(self):
+        decoded.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(dragkit.images, "read_image", spy_read)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy_load)
+    with pytest.raises(PhotoError, match="9000x9000 pixels"):
+        read_photo(png_claiming(9000, 9000))
+    assert decoded == [] and len(calls) == 1
+    assert read_photo(png_bytes(np.zeros((20, 24, 3), np.uint8))).size == (24, 20)
+    assert len(calls) == 2 and set(decoded) == {(24, 20)}
+
+
+def test_multi_picture_jpeg_uses_the_first_picture():
+    frames = [Image.fromarray(np.full((32, 32, 3), v, np.uint8)) for v in (10, 200)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "MPO", save_all=True, append_images=frames[1:])
+    p = read_photo(buf.getvalue())
+    assert p.rgb.mean() < 50 and any("first picture" in w for w in p.warnings)
 
 
 def test_animated_gif_uses_the_first_frame():

@@ -10,6 +10,11 @@
     s = inv.session()                      # a DragSession on the reconstruction
     save_inversion(inv, "edit.dragkit.json", model="faces128")   # session + tuned generator beside it
 
+    from dragkit import DragSession        # or in one call, the session owning its tuned generator:
+    s = DragSession.from_image(G, "photo.jpg", align=True, pti=True, progress=print, cancel=lambda: False)
+    s.save("edit.dragkit.json")            # writes the tuned generator etc. beside it, every time
+    s, info = load_inversion("edit.dragkit.json")   # reopen (drags and undo history intact)
+
 Alignment needs the optional extra ``dragkit[faces]`` (dlib); so do the
 face loss terms (they switch themselves off, with a warning, without it).
 See docs/invert.md.
@@ -17,7 +22,7 @@ See docs/invert.md.
 from __future__ import annotations
 
 from .align import ALIGNMENTS, Alignment, NoFaceError, align_face, alignment_for_model
-from .edit import load_inversion, save_inversion
+from .edit import EditFiles, load_inversion, save_inversion, session_from_image
 from .losses import LossWeights
 from .photo import Photo, PhotoError, read_photo
 from .pipeline import InvertConfig, Inversion, default_config, discriminator_for, invert_photo
@@ -29,5 +34,5 @@ __all__ = [
     "LossWeights", "Photo", "PhotoError", "read_photo",
     "InvertConfig", "Inversion", "default_config", "discriminator_for", "invert_photo",
     "InversionCancelled", "Progress", "ProjectConfig", "project", "PTIConfig", "pivotal_tuning",
-    "save_inversion", "load_inversion",
+    "save_inversion", "load_inversion", "session_from_image", "EditFiles",
 ]

@@ -59,10 +59,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..models import default_model_name, load_model
-    from .edit import edit_paths, save_inversion
+    from .edit import edit_paths, session_from_image
     from .losses import LossWeights
     from .photo import read_photo
-    from .pipeline import default_config, discriminator_for, invert_photo
+    from .pipeline import default_config, discriminator_for
 
     paths = edit_paths(args.out)
     if paths["session"].is_dir():
@@ -95,10 +95,11 @@ def run(args: argparse.Namespace) -> int:
     D = discriminator_for(model)
     if D is not None:
         D = D.to(args.device)
-    inv = invert_photo(G, photo, cfg, D=D, progress=_progress_printer(args.quiet))
+    s = session_from_image(G, photo, cfg, D=D, model=model, progress=_progress_printer(args.quiet))
+    inv = s.inversion_result
     for w in inv.warnings:
         print(f"dragkit: warning: {w}", file=sys.stderr)
-    written = save_inversion(inv, paths["session"], model=model)
+    written = s.edit_files.write(s, paths["session"])
     extra = f" (+ {written['generator'].name})" if "generator" in written else ""
     what = "PTI" if args.pti else "W+ projection"
     gen = written["generator"].name if "generator" in written else model

@@ -1,45 +1,47 @@
 """Reading a user's photo safely: one clear error for anything that is not a usable image.
 
-A minimal reader for inversion (the security work builds a general safe
-image reader; the two should become one).  Checks happen before pixels are
-decoded where they can: the byte size of the file, then the dimensions in
-the header (so a decompression bomb is refused without decoding it), then
-the decode itself (truncated or corrupt data is an error, never a partly
-grey image).  Then the EXIF orientation is applied and every pixel mode is
-brought to 8-bit RGB:
+The bytes are read and decoded by :func:`dragkit.images.read_image`, the
+one image reader of dragkit (checks before decoding: the byte size, then
+format, mode and dimensions from the header, so a decompression bomb is
+refused without decoding it; truncated or corrupt data is an error, never
+a partly grey image), with the photo's wider formats and limits.  This
+module then applies the EXIF orientation and brings every pixel mode to
+8-bit RGB:
 
 | mode | outcome |
 |---|---|
 | RGB | as is (flagged grayscale when its three channels are equal) |
-| L, 1, I;16, I, F | grayscale: replicated to RGB (16-bit scaled to 8), ``grayscale=True`` |
+| L, 1, I;16, I | grayscale: replicated to RGB (16-bit scaled to 8), ``grayscale=True`` |
 | RGBA, LA, P with transparency | composited over white; a warning when any pixel is transparent |
-| P, CMYK, YCbCr, LAB, HSV | converted to RGB |
+| P, CMYK | converted to RGB |
 | animated GIF/WebP/PNG | the first frame, with a warning |
 """
 from __future__ import annotations
 
-import io
 import os
-import warnings as _warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import DragkitError
+from ..errors import ImageError
+from ..images import IMAGE_MODES
 
 __all__ = ["PhotoError", "Photo", "read_photo", "MAX_PHOTO_BYTES", "MAX_PHOTO_PIXELS", "MIN_PHOTO_SIDE",
-           "PHOTO_FORMATS"]
+           "PHOTO_FORMATS", "PHOTO_MODES"]
 
 MAX_PHOTO_BYTES = 64 * 1024 * 1024
 MAX_PHOTO_PIXELS = 50_000_000  # a 50 MP photo decodes to 150 MB of RGB
 MAX_PHOTO_SIDE = 30_000
 MIN_PHOTO_SIDE = 16
-PHOTO_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF")
+#: Pillow formats a photo may be in (a camera's multi-picture JPEG, MPO, opens as JPEG: its first picture is used).
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+#: Pixel modes accepted: dragkit.images' (grey, palette, RGB(A), 16-bit grey), print JPEGs' CMYK, 32-bit grey PNG.
+PHOTO_MODES = IMAGE_MODES + ("CMYK", "I")
 
 
-class PhotoError(DragkitError):
+class PhotoError(ImageError):
     """A photo cannot be used: not an image, truncated, too large or too small, no usable face."""
 
 
@@ -119,6 +121,10 @@ def read_photo(
 ) -> Photo:
     """Decode a photo (a path, the bytes of a file, a PIL image or an ``(H, W, 3|4)`` uint8 array).
 
+    Files and bytes are decoded by :func:`dragkit.images.read_image` (formats
+    :data:`PHOTO_FORMATS`, modes :data:`PHOTO_MODES`, at most ``max_bytes`` and
+    ``max_pixels``); images already in memory are only converted.
+
     Returns:
         a :class:`Photo` whose ``rgb`` is ``(H, W, 3)`` uint8.
 
@@ -127,7 +133,9 @@ def read_photo(
             WebP, BMP, GIF), truncated or corrupt, larger than ``max_bytes``
             or ``max_pixels``, or smaller than 16 px a side.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
+
+    from ..images import read_image
 
     if isinstance(src, np.ndarray):
         a = src
@@ -140,55 +148,29 @@ def read_photo(
         photo.rgb = _to_rgb(src, photo)
         photo.grayscale = _is_gray(photo.rgb)
         return photo
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        data = bytes(src)
-        source = "<upload>"
-    else:
-        p = Path(src)
-        source = str(p)
-        if not p.exists():
-            raise PhotoError(f"{p}: no such file")
-        if not p.is_file():
-            raise PhotoError(f"{p}: not a file")
-        size = p.stat().st_size
-        if size > max_bytes:
-            raise PhotoError(f"{p}: {size / 2**20:.0f} MiB is larger than the {max_bytes / 2**20:.0f} MiB limit for a photo")
-        try:
-            data = p.read_bytes()
-        except OSError as exc:
-            raise PhotoError(f"{p}: cannot read ({exc.strerror})") from None
-    if len(data) == 0:
-        raise PhotoError(f"{source}: empty file")
-    if len(data) > max_bytes:
-        raise PhotoError(f"{source}: {len(data) / 2**20:.0f} MiB is larger than the {max_bytes / 2**20:.0f} MiB limit")
-    fmt: str | None = None
+    source = "<upload>" if isinstance(src, (bytes, bytearray, memoryview)) else str(Path(src))
     try:
-        with _warnings.catch_warnings():
-            _warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.init()  # registers every plugin (MPO, ...) so that the format list can name them
-            im = Image.open(io.BytesIO(data), formats=[f for f in PHOTO_FORMATS if f in Image.OPEN])
-            fmt = im.format
-            _check_dims(im.width, im.height, source, max_pixels)
-            photo = Photo(rgb=np.zeros((1, 1, 3), np.uint8), source=source, format=fmt, mode=im.mode,
-                          stored_size=(im.width, im.height))
-            if getattr(im, "is_animated", False):  # (n_frames would walk every frame of a hostile file)
-                photo.warnings.append(f"animated {fmt}: using the first frame")
-            im.load()
-            orientation = im.getexif().get(0x0112, 1)
-            if orientation not in (1, None):
-                im = ImageOps.exif_transpose(im)
-                photo.exif_rotated = True
-                photo.warnings.append(f"EXIF orientation {orientation} applied")
-    except PhotoError:
-        raise
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise PhotoError(f"{source}: refused as a decompression bomb ({exc})") from None
-    except UnidentifiedImageError:
-        raise PhotoError(f"{source}: not an image in a supported format ({', '.join(PHOTO_FORMATS)})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
-        raise PhotoError(f"{source}: truncated or corrupt {fmt or 'image'} file ({exc})") from None
+        im = read_image(src, what="the photo" if source == "<upload>" else f"photo {source}", max_bytes=max_bytes, max_pixels=max_pixels,
+                        formats=PHOTO_FORMATS, modes=PHOTO_MODES)
+    except ImageError as exc:
+        raise PhotoError(str(exc)) from None
+    fmt = im.format
+    _check_dims(im.width, im.height, "the photo" if source == "<upload>" else f"photo {source}", max_pixels)
+    photo = Photo(rgb=np.zeros((1, 1, 3), np.uint8), source=source, format=fmt, mode=im.mode,
+                  stored_size=(im.width, im.height))
+    if getattr(im, "is_animated", False):  # (n_frames would walk every frame of a hostile file)
+        photo.warnings.append("a multi-picture JPEG (MPO): using the first picture" if fmt == "MPO"
+                              else f"animated {fmt}: using the first frame")
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+        if orientation not in (1, None):
+            im = ImageOps.exif_transpose(im)
+            photo.exif_rotated = True
+            photo.warnings.append(f"EXIF orientation {orientation} applied")
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError) as exc:
+        raise PhotoError(f"{source}: corrupt EXIF data in the {fmt} file ({type(exc).__name__})") from None
     photo.rgb = _to_rgb(im, photo)
-    photo.grayscale = photo.mode in ("L", "1", "LA", "I;16", "I;16B", "I;16L", "I", "F") or _is_gray(photo.rgb)
+    photo.grayscale = photo.mode in ("L", "1", "LA", "I;16", "I;16B", "I;16L", "I") or _is_gray(photo.rgb)
     return photo
 
 
