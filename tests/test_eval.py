@@ -254,7 +254,8 @@ def test_variants_presets_sweeps_and_engines():
     assert labels == ["default", "paper", "authors-code", "tracking=l2", "space=w", "default [authors]",
                       "paper [authors]", "authors-code [authors]", "tracking=l2 [authors]", "space=w [authors]"]
     o = {v.label: v.options for v in vs}
-    assert o["paper"]["r1"] == pytest.approx(3 * 32 / 512) and o["paper"]["r2"] == 1 and o["paper"]["lr"] == 0.002
+    # 3 px at 512 is 0.19 px at 32: the one-pixel disk, at the engine's smallest radius
+    assert o["paper"]["r1"] == 0.5 and o["paper"]["r2"] == 1 and o["paper"]["lr"] == 0.002
     assert o["authors-code"]["tracking"] == "l2" and o["authors-code"]["stop_distance"] == 2.0
     assert o["default"]["r1"] == 8.0 and o["default"]["feature_block"] == 16  # resolved for the 32 px model
     with pytest.raises(SpecError):

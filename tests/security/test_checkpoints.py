@@ -50,7 +50,7 @@ EXPECT = {
     "pickled discriminator img_resolution 131072": "img_resolution",
     "pickled discriminator 4096 px, no tensors": "more memory than the file's tensors hold",
     "session latent claiming 64 x 8192 codes": "this model needs [1, 6, 16]",
-    "session with 300 point pairs": "at most 64",
+    "session with 300 point pairs": "at most 68",
     "session seed of 7 MB": "seed",
     "session seed {$blob: /etc/passwd}": "seed",
     "session r1 = 64 on a 16 px image": "r1 must be at most 8",

@@ -102,15 +102,15 @@ def test_drag_bounds_are_one_rule_for_every_path(model_home, tmp_path, capsys):
         DragOptions(r2=128).validate(G)
     # points: the library, session files, specs
     s = DragSession(G, seed=0)
-    for i in range(64):
+    for i in range(68):
         s.add_point((1, 1), (2 + i % 10, 2))
-    with pytest.raises(SpecError, match="at most 64 point pairs"):
+    with pytest.raises(SpecError, match="at most 68 point pairs"):
         s.add_point((1, 1), (3, 3))
-    spec = {"model": "tiny", "points": [{"handle": [10, 10], "target": [14, 10]}] * 65}
+    spec = {"model": "tiny", "points": [{"handle": [10, 10], "target": [14, 10]}] * 69}
     (tmp_path / "a.json").write_text(json.dumps(spec))
     spec = {"model": "tiny", "points": [{"handle": [10, 10], "target": [14, 10]}], "options": {"r1": 64}}
     (tmp_path / "b.json").write_text(json.dumps(spec))
-    for name, needle in (("a.json", "at most 64 point pairs"), ("b.json", "r1 must be at most 16 px")):
+    for name, needle in (("a.json", "at most 68 point pairs"), ("b.json", "r1 must be at most 16 px")):
         rc = dragkit_main(["drag", "--spec", str(tmp_path / name), "--out", str(tmp_path / "o.png")])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 1 and len(err) == 1 and needle in err[0], err
@@ -150,7 +150,7 @@ def test_oversized_drags_are_refused_and_other_tabs_stay_responsive(client):
         own = json.loads(client.get(f"/api/sessions/{a.sid}/session.dragkit.json").text)
         many = dict(own, points=[{"handle": [4.0, 4.0], "target": [20.0, 20.0]}] * 300)
         err = a.error(type="open", data=json.dumps(many))
-        assert "at most 64" in err["message"]
+        assert "at most 68" in err["message"]
         wide = dict(own, options={**own["options"], "r1": 64.0})
         assert "r1 must be at most 16" in a.error(type="open", data=json.dumps(wide))["message"]
         over = dict(own, points=[{"handle": [4.0, 4.0], "target": [20.0, 20.0]}] * 40)  # engine ok, server 32

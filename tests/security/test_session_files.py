@@ -143,8 +143,8 @@ def test_session_file_limits_and_no_paths_in_errors(tmp_path):
         DragSession.from_bytes(b'{"format": "dragkit-session", "psi": NaN}', G)
     s = DragSession(G, seed=1)
     state = s.get_state()
-    state["points"] = [{"handle": [1.0, 1.0], "target": [2.0, 2.0]}] * 65
-    with pytest.raises(DragkitError, match="at most 64") as info:
+    state["points"] = [{"handle": [1.0, 1.0], "target": [2.0, 2.0]}] * 69
+    with pytest.raises(DragkitError, match="at most 68") as info:
         DragSession.from_bytes(json.dumps(state).encode(), G)
     assert "/" not in str(info.value).split("(got")[0]  # from bytes: no path to name
 

@@ -44,13 +44,14 @@ SPACES = ("w+", "w")
 TRACKING = ("l1", "l2")
 NOISE_MODES = ("const", "none")
 
-#: Most handle/target pairs in one drag (the web app's default limit is 32).
-MAX_POINTS = 64
+#: Most handle/target pairs in one drag (the web app's default limit is 32):
+#: all 68 of dlib's face landmarks, which the landmarks evaluation drags at once.
+MAX_POINTS = 68
 #: Largest step cap of one drag.
 MAX_STEPS = 100_000
 #: Most feature values one step may gather (motion supervision + tracking),
 #: 2^25 = 33.5 M (float32 with gradients: a few hundred MB).  The defaults at
-#: 1024 px with 64 points need 24 M; 32 points with r1 = r2 = 16 px on the
+#: 1024 px with 68 points need 26 M; 32 points with r1 = r2 = 16 px on the
 #: 32 px toy model need 16 M (2.1 s per step, +320 MB, on a loaded 2-core CPU).
 MAX_STEP_SAMPLES = 2**25
 

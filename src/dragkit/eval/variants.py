@@ -32,7 +32,9 @@ __all__ = ["Variant", "PRESETS", "build_variants", "parse_assignments", "parse_v
 
 
 def _paper(H: int) -> dict[str, Any]:
-    return dict(r1=3.0 * H / 512, r2=max(1, round(12 * H / 512)), lambda_mask=20.0, lr=0.002, tracking="l1",
+    # below 0.5 px (a 85 px model or smaller) the disk is the handle pixel alone
+    # at any radius; 0.5 is the smallest radius the engine accepts
+    return dict(r1=max(0.5, 3.0 * H / 512), r2=max(1, round(12 * H / 512)), lambda_mask=20.0, lr=0.002, tracking="l1",
                 space="w+", layers=6, stop_distance=None, feature_block=None)
 
 
