@@ -477,7 +477,7 @@ def test_cli_drag_mp4_video(model_file, tmp_path):
 BAD_SPECS = {
     "unknown key": ({"pointz": []}, "unknown key"),
     "unknown option": ({"options": {"r3": 1}}, "unknown option"),
-    "point outside": ({"points": [{"handle": [40, 3], "target": [4, 4]}]}, "outside the 32x32 image"),
+    "point outside": ({"points": [{"handle": [40, 3], "target": [4, 4]}]}, "outside the 32x32 (width x height) image"),
     "NaN": ("NaN", "NaN"),
     "mask size": ({"mask": "small.png"}, "16x16"),
     "no points": ({"points": []}, "points"),
@@ -545,3 +545,228 @@ def test_cli_as_a_user_runs_it(model_file, tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "outside" in proc.stderr
     assert not (tmp_path / "o2.png").exists()
+
+
+# ----------------------------------------------------------------------------
+# H x W images and StyleGAN3 layer geometry: the same functions, exact against
+# the authors' construction generalised to a non-square resize.
+
+from dragkit.drag.core import FeatureGeometry  # noqa: E402
+
+
+def resized(feat, H, W):
+    return F.interpolate(feat, (H, W), mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize("H,W,h,w", [(32, 16, 8, 4), (32, 16, 16, 8), (32, 16, 32, 16), (24, 40, 5, 9), (16, 32, 3, 3)])
+def test_hw_sampling_integer_pixels_equals_resized_map(H, W, h, w):
+    torch.manual_seed(H + W + h)
+    feat = torch.randn(1, 5, h, w)
+    full = resized(feat, H, W)[0]
+    ys, xs = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    pts = torch.stack([xs, ys], dim=-1).double()  # (H, W, 2) [x, y]
+    got = sample_features(feat, pts, (H, W))  # (H, W, C)
+    assert torch.allclose(got.permute(2, 0, 1), full, atol=1e-6)
+
+
+def test_hw_sampling_between_pixels_equals_grid_sample_on_resized_map():
+    H, W, h, w = 32, 16, 8, 4
+    torch.manual_seed(11)
+    feat = torch.randn(1, 4, h, w)
+    full = resized(feat, H, W)
+    pts = torch.rand(60, 2, dtype=torch.float64) * torch.tensor([W - 1, H - 1])
+    grid = torch.stack([pts[:, 0] / (W - 1), pts[:, 1] / (H - 1)], dim=1).mul(2).sub(1).float()[None, None]
+    ref = F.grid_sample(full, grid, align_corners=True)[0, :, 0].t()
+    assert torch.allclose(sample_features(feat, pts, (H, W)), ref, atol=1e-5)
+
+
+def authors_motion_loss_hw(feat, handles, targets, r1, H, W):
+    """The authors' loss with the resize to (H, W), the disk over the H x W grid and (W-1)/(H-1) grid units."""
+    fr = resized(feat, H, W)
+    yy, xx = torch.meshgrid(torch.arange(H).float(), torch.arange(W).float(), indexing="ij")
+    loss = 0
+    for (px, py), (tx, ty) in zip(handles, targets):
+        d = torch.tensor([tx - px, ty - py], dtype=torch.float32)
+        if d.norm() <= 1:
+            continue
+        d = d / d.norm()
+        ys, xs = torch.where(((xx - px) ** 2 + (yy - py) ** 2).sqrt() < r1)
+        grid = torch.stack([(xs + d[0]) / (W - 1) * 2 - 1, (ys + d[1]) / (H - 1) * 2 - 1], dim=-1)[None, None]
+        moved = F.grid_sample(fr, grid, align_corners=True)[:, :, 0]
+        loss = loss + F.l1_loss(fr[:, :, ys, xs].detach(), moved)
+    return loss
+
+
+def test_hw_motion_loss_and_gradient_match_the_authors_formulation():
+    H, W, h, w = 32, 16, 8, 4
+    torch.manual_seed(12)
+    feat = torch.randn(1, 6, h, w, requires_grad=True)
+    # the second handle's disk reaches past the right edge (x = 15) and the bottom one past y = 31
+    handles = torch.tensor([[6.0, 12.0], [14.0, 28.0], [8.0, 20.0]], dtype=torch.float64)
+    targets = torch.tensor([[10.0, 20.0], [9.0, 25.0], [8.5, 20.0]], dtype=torch.float64)
+    ours = motion_supervision_loss(feat, handles, targets, 3.0, (H, W))
+    ref = authors_motion_loss_hw(feat, handles.tolist(), targets.tolist(), 3.0, H, W)
+    assert torch.allclose(ours, ref, rtol=1e-5)
+    g1, = torch.autograd.grad(ours, feat)
+    g2, = torch.autograd.grad(ref, feat)
+    assert g1.abs().sum() > 0 and torch.allclose(g1, g2, atol=1e-6)
+
+
+def test_hw_mask_term_matches_l1_over_the_resized_maps():
+    H, W, h, w = 32, 16, 8, 4
+    torch.manual_seed(13)
+    f0 = torch.randn(1, 3, h, w)
+    f = (f0 + 0.1 * torch.randn_like(f0)).requires_grad_(True)
+    m = np.zeros((H, W), bool)
+    m[4:20, 2:9] = True
+    fixed = torch.from_numpy(~m).float()
+    ref = F.l1_loss(resized(f, H, W) * fixed, resized(f0, H, W) * fixed)  # mean over C * H * W
+    ours = mask_loss(f, f0, torch.from_numpy(m), (H, W))
+    assert torch.allclose(ours, ref, rtol=1e-5)
+    g1, = torch.autograd.grad(ours, f)
+    g2, = torch.autograd.grad(ref, f)
+    assert g1.abs().sum() > 0 and torch.allclose(g1, g2, atol=1e-7)
+    with pytest.raises(ValueError, match=r"mask must be \(32, 16\)"):
+        mask_loss(f, f0, torch.from_numpy(m.T.copy()), (H, W))
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+def test_hw_tracking_finds_the_reference_feature_up_to_the_right_and_bottom_edges(norm):
+    H, W = 32, 16
+    torch.manual_seed(14)
+    feat = torch.randn(1, 8, H, W)  # one feature per pixel
+    refs = torch.stack([feat[0, :, 30, 15], feat[0, :, 2, 13]])  # at (x=15, y=30), (x=13, y=2)
+    handles = torch.tensor([[13.0, 28.0], [15.0, 0.0]], dtype=torch.float64)
+    got = track_points(feat, handles, refs, 4, (H, W), norm=norm)
+    assert got.tolist() == [[15.0, 30.0], [13.0, 2.0]]
+    assert (got[:, 0] <= W - 1).all() and (got[:, 1] <= H - 1).all()
+
+
+def test_hw_crop_from_needed_box_gives_the_same_loss_gradient_and_tracking():
+    H, W, h, w = 64, 32, 16, 8
+    torch.manual_seed(15)
+    feat = torch.randn(1, 4, h, w, requires_grad=True)
+    handles = torch.tensor([[28.0, 50.0]], dtype=torch.float64)
+    targets = torch.tensor([[20.0, 44.0]], dtype=torch.float64)
+    fx0, fy0, fx1, fy1 = needed_feature_box(handles, 3.0, 4, (H, W), (h, w))
+    assert 0 < (fx1 - fx0) * (fy1 - fy0) < h * w and fx1 <= w and fy1 <= h
+    crop = feat[:, :, fy0:fy1, fx0:fx1]
+    kw = dict(feature_size=(h, w), origin=(fx0, fy0))
+    a = motion_supervision_loss(crop, handles, targets, 3.0, (H, W), **kw)
+    b = motion_supervision_loss(feat, handles, targets, 3.0, (H, W))
+    assert torch.allclose(a, b)
+    ga, = torch.autograd.grad(a, feat)
+    gb, = torch.autograd.grad(b, feat)
+    assert torch.allclose(ga, gb)
+    refs = sample_features(feat.detach(), targets, (H, W))
+    assert torch.equal(track_points(crop.detach(), handles, refs, 4, (H, W), **kw),
+                       track_points(feat.detach(), handles, refs, 4, (H, W)))
+
+
+def test_an_int_feature_size_on_a_non_square_image_is_refused():
+    with pytest.raises(ValueError, match=r"\(height, width\)"):
+        sample_features(torch.randn(1, 2, 8, 4), torch.zeros(1, 2), (32, 16), feature_size=8)
+
+
+# -- StyleGAN3: a map with a margin, placed by offset and scale ----------------
+
+
+def _sg3(seed: int = 0):
+    from dragkit.nets import StyleGAN3Generator
+
+    torch.manual_seed(seed)
+    return StyleGAN3Generator(8, 0, 8, 32, 3, channel_base=512, channel_max=16, num_layers=6).eval().requires_grad_(False)
+
+
+def test_embedded_geometry_is_the_stylegan3_layer_geometry():
+    G = _sg3()
+    for i in range(G.synthesis.num_layers + 1):
+        lg = G.synthesis.layer_geometry(i)
+        geom = FeatureGeometry.embedded(32, lg.size, lg.sampling_rate)
+        p = torch.arange(32, dtype=torch.float64)
+        expect = torch.as_tensor(lg.image_to_layer(p), dtype=torch.float64).clamp(0, lg.size - 1)
+        assert torch.allclose(geom.to_map_x(p), expect) and torch.allclose(geom.to_map_y(p), expect)
+    lg = G.synthesis.layer_geometry(2)
+    assert lg.size > lg.sampling_rate  # a layer with a margin: the test above is not only the resize
+
+
+def test_sampling_a_stylegan3_layer_reads_the_point_under_the_pixel():
+    """At pixel p the feature is the bilinear sample of the layer at u = (p + 0.5) s / H - 0.5 + (S - s) / 2."""
+    G = _sg3(1)
+    ws = G.ws_from_seed(2, psi=0.7)
+    _, feats = G.synthesis.run(ws, feature_layers=[2], return_image=False)
+    feat = feats[2]
+    lg = G.synthesis.layer_geometry(2)
+    geom = FeatureGeometry.embedded(32, lg.size, lg.sampling_rate)
+    pts = torch.rand(40, 2, dtype=torch.float64) * 31
+    u = torch.as_tensor(lg.image_to_layer(pts.round()), dtype=torch.float64)  # integer pixels: one bilinear sample
+    grid = (u / (lg.size - 1) * 2 - 1).float()[None, None]  # [x, y] in map units
+    ref = F.grid_sample(feat, grid, align_corners=True)[0, :, 0].t()
+    got = sample_features(feat, pts.round(), 32, geometry=geom)
+    assert torch.allclose(got, ref, atol=1e-5)
+    # the paper's resize of the whole map reads other places (the margin is stretched over the image)
+    assert not torch.allclose(sample_features(feat, pts.round(), 32), ref, atol=1e-3)
+    # a crop from needed_feature_box gives the same loss with the geometry
+    h = torch.tensor([[6.0, 25.0]], dtype=torch.float64)
+    t = torch.tensor([[12.0, 20.0]], dtype=torch.float64)
+    fx0, fy0, fx1, fy1 = needed_feature_box(h, 3.0, 4, 32, geometry=geom)
+    crop = feat[:, :, fy0:fy1, fx0:fx1]
+    assert (fx1 - fx0) < lg.size and (fy1 - fy0) < lg.size
+    assert torch.allclose(motion_supervision_loss(crop, h, t, 3.0, 32, geometry=geom, origin=(fx0, fy0)),
+                          motion_supervision_loss(feat, h, t, 3.0, 32, geometry=geom))
+
+
+def _core_drag(G, ws, feature, geom, handle, target, steps, r1=3.0, r2=4, lr=0.01):
+    """DragGAN's loop from the core functions alone: track, then one Adam step on the first 6 codes."""
+    k = 6
+    w = ws[:, :k].clone().requires_grad_(True)
+    held = ws[:, k:]
+    opt = torch.optim.Adam([w], lr=lr)
+    p = torch.tensor([handle], dtype=torch.float64)
+    t = torch.tensor([target], dtype=torch.float64)
+    refs = sample_features(feature(torch.cat([w, held], 1)).detach(), p, None, geometry=geom)
+    path = [p[0].tolist()]
+    for step in range(steps):
+        feat = feature(torch.cat([w, held], 1))
+        if step:
+            p = track_points(feat.detach(), p, refs, r2, None, geometry=geom)
+            path.append(p[0].tolist())
+        loss = motion_supervision_loss(feat, p, t, r1, None, geometry=geom)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return path
+
+
+def test_a_drag_on_a_non_square_generator_moves_the_handle_toward_the_target():
+    from dragkit.nets import Generator
+
+    torch.manual_seed(0)
+    G = Generator(32, 0, 32, 32, 3, mapping_kwargs=dict(num_layers=2),
+                  synthesis_kwargs=dict(channel_base=512, channel_max=32, square=False)).eval().requires_grad_(False)
+    ws = G.ws_from_seed(4, psi=0.7)
+    res = 16
+    geom = FeatureGeometry.resized((G.img_height, G.img_width), G.synthesis.block_size(res))
+    assert (geom.image_height, geom.image_width, geom.map_height, geom.map_width) == (32, 16, 16, 8)
+
+    def feature(ws):
+        return G.synthesis.run(ws, feature_blocks=[res], return_image=False)[1][res]
+
+    path = _core_drag(G, ws, feature, geom, (8.0, 12.0), (8.0, 20.0), steps=25)
+    d0 = math.dist(path[0], (8, 20))
+    assert all(0 <= x <= 15 and 0 <= y <= 31 for x, y in path)
+    assert math.dist(path[-1], (8, 20)) < d0 - 2, path
+
+
+def test_a_drag_on_a_stylegan3_layer_moves_the_handle_toward_the_target():
+    G = _sg3(3)
+    ws = G.ws_from_seed(1, psi=0.7)
+    lg = G.synthesis.layer_geometry(3)
+    geom = FeatureGeometry.embedded(32, lg.size, lg.sampling_rate)
+
+    def feature(ws):
+        return G.synthesis.run(ws, feature_layers=[3], return_image=False)[1][3]
+
+    path = _core_drag(G, ws, feature, geom, (12.0, 16.0), (20.0, 16.0), steps=25)
+    d0 = math.dist(path[0], (20, 16))
+    assert math.dist(path[-1], (20, 16)) < d0 - 2, path

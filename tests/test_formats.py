@@ -317,10 +317,11 @@ def test_broken_pickles_give_one_clear_error(nvidia_modules, tmp_path, kind):
     assert str(path) in msg and "\n" not in msg
 
 
-def test_tensorflow_pickle_gets_a_hint(tmp_path):
+def test_tensorflow_network_without_its_state_is_refused(tmp_path):
+    """``Network()`` called with no BUILD after it: a TF network with nothing recorded (tests/test_formats_models.py has real ones)."""
     path = tmp_path / "tf.pkl"
     path.write_bytes(b"(dp0\nS'G'\n" + _global("dnnlib.tflib.network", "Network") + b")Rs.")
-    with pytest.raises(CheckpointError, match="TensorFlow"):
+    with pytest.raises(CheckpointError, match="malformed TensorFlow network"):
         load_checkpoint(path)
 
 

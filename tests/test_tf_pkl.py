@@ -329,3 +329,10 @@ def test_unsupported_discriminators_are_refused(func, extra, message):
     state["static_kwargs"]["label_size"] = 4
     with pytest.raises(CheckpointError, match="class-conditional"):
         convert_tf_discriminator(state)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -float("inf"), 1e400])
+def test_non_finite_integer_kwargs_are_one_clear_error(value):
+    """Found by the fuzzer: int(inf) raised OverflowError out of the converter."""
+    with pytest.raises(CheckpointError, match="is not an integer"):
+        convert_tf_generator(_tiny_with(lambda s: s["static_kwargs"].update(resolution=value)), "cat.pkl")

@@ -38,17 +38,31 @@ class ModelInfo:
     path: Path
     format: str
     size_bytes: int
-    resolution: int | None
+    resolution: int | None  # image height H (None: not known without reading the file)
+    width: int | None = None  # image width W: H, or H / 2 for a StyleGAN-Human model
+
+    @property
+    def size_text(self) -> str:
+        """``'512'`` for a square image, ``'512x256'`` (H x W) otherwise, ``'?'`` when unknown."""
+        if not self.resolution:
+            return "?"
+        return str(self.resolution) if self.width in (None, self.resolution) else f"{self.resolution}x{self.width}"
 
 
-def _native_resolution(json_path: Path) -> int | None:
+def _native_size(json_path: Path) -> tuple[int | None, int | None]:
+    """``(H, W)`` from a native config (None, None when it cannot be read; the file is checked on load)."""
     try:
         with open(json_path, "rb") as f:
             raw = f.read(1 << 20)  # a config is about a kilobyte; never read a huge file to list it
-        res = json.loads(raw)["init_kwargs"]["img_resolution"]
-        return res if isinstance(res, int) and not isinstance(res, bool) and 0 < res <= 1 << 16 else None
+        kwargs = json.loads(raw)["init_kwargs"]
+        res = kwargs["img_resolution"]
+        if not (isinstance(res, int) and not isinstance(res, bool) and 0 < res <= 1 << 16):
+            return None, None
+        syn = kwargs.get("synthesis_kwargs") or {}
+        square = syn.get("square", True) if isinstance(syn, dict) else True
+        return res, (res if square is not False else res // 2)
     except Exception:
-        return None
+        return None, None
 
 
 def _scan(folder: Path, source: str) -> list[ModelInfo]:
@@ -66,14 +80,14 @@ def _scan(folder: Path, source: str) -> list[ModelInfo]:
             continue
         fmt = SUPPORTED[suffix]
         size = p.stat().st_size
-        res = None
+        res = width = None
         if fmt == "native":
             cfg = p.with_suffix(".json")
             if not cfg.is_file():
                 continue
             size += cfg.stat().st_size
-            res = _native_resolution(cfg)
-        found.setdefault(name, ModelInfo(name, source, p, fmt, size, res))
+            res, width = _native_size(cfg)
+        found.setdefault(name, ModelInfo(name, source, p, fmt, size, res, width))
     return list(found.values())
 
 

@@ -13,7 +13,10 @@ from .models import default_model_name, list_models, load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list bundled and cached models")
+    p = sub.add_parser("models", help="list bundled and cached models, or describe one checkpoint (--info)")
+    p.add_argument("--info", metavar="PATH", default=None,
+                   help="describe a checkpoint (path or model name) without building or running anything from it")
+    p.add_argument("--json", action="store_true", help="with --info: print the description as JSON")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("generate", help="render an image from a seed")
@@ -33,16 +36,78 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    if getattr(args, "info", None):
+        return _cmd_info(args.info, as_json=bool(getattr(args, "json", False)))
     models = list_models()
     if not models:
         print("no models found")
         return 0
     default = default_model_name()
-    print(f"{'name':<16} {'source':<8} {'res':>5} {'size':>9}  {'format':<11} path")
+    print(f"{'name':<16} {'source':<8} {'H x W':>9} {'size':>9}  {'format':<11} path")
     for m in models:
-        res = str(m.resolution) if m.resolution else "?"
         mark = " (default)" if m.name == default else ""
-        print(f"{m.name:<16} {m.source:<8} {res:>5} {_size(m.size_bytes):>9}  {m.format:<11} {m.path}{mark}")
+        print(f"{m.name:<16} {m.source:<8} {m.size_text:>9} {_size(m.size_bytes):>9}  {m.format:<11} {m.path}{mark}")
+    return 0
+
+
+_FORMATS = {
+    "native": "dragkit native (safetensors + JSON)",
+    "nvidia-pkl": "NVIDIA network pickle (PyTorch), read by dragkit's restricted unpickler",
+    "tf-pkl": "NVIDIA TensorFlow-era pickle (G, D, Gs), read by dragkit's restricted unpickler; "
+              "`dragkit convert` makes it native",
+    "rosinality": "rosinality stylegan2-pytorch .pt (weights-only torch.load)",
+    "nvidia-state-dict": "NVIDIA-named state dict in a .pt (weights-only torch.load)",
+}
+
+
+def _cmd_info(target: str, as_json: bool = False) -> int:
+    import json
+
+    from .drag.options import auto_feature_block, auto_feature_layer
+    from .formats.info import STYLEGAN3, checkpoint_info
+    from .models import resolve_model
+
+    info = checkpoint_info(resolve_model(target))
+    if info.network == STYLEGAN3:  # the last map is ToRGB
+        default = info.feature_maps[auto_feature_layer(len(info.feature_maps) - 1)].name
+    else:
+        default = f"b{auto_feature_block([m.index for m in info.feature_maps], info.height)}"
+    if as_json:
+        d = info.to_dict()
+        d["default_feature"] = default
+        print(json.dumps(d, indent=2, sort_keys=True, default=str))
+        return 0
+    cond = f"class-conditional, c_dim {info.c_dim}" if info.c_dim else "unconditional"
+    rows = [
+        ("file", info.path),
+        ("format", _FORMATS.get(info.format, info.format)),
+        ("network", f"{info.architecture}  [{info.network}]"),
+        ("image", f"{info.height} x {info.width} (H x W)"),
+        ("mapping", f"{info.mapping_layers} layers, z_dim {info.z_dim}, w_dim {info.w_dim}"),
+        ("conditioning", cond),
+        ("W codes", f"{info.num_ws} (W+ latent [1, {info.num_ws}, {info.w_dim}])"),
+        ("architecture", f"from {info.architecture_from}"),
+        ("tensors", f"{info.tensor_values:,} values"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    if info.network == STYLEGAN3:
+        print("feature layers (option feature_layer; map S x S, s samples per image width, "
+              "margin (S - s) / 2 outside the image):")
+        for m in info.feature_maps:
+            notes = (["default for dragging"] if m.name == default else []) + \
+                (["DragGAN's authors drag on this one"] if m.index == 5 else []) + \
+                (["ToRGB, not a feature layer"] if m is info.feature_maps[-1] else [])
+            note = f"  ({'; '.join(notes)})" if notes else ""
+            print(f"  {m.index:>3}  {m.name:<14} {m.height:>4} x {m.width:<4} s {m.sampling_rate:<5} "
+                  f"margin {m.margin:<5g} {m.channels:>5} ch{note}")
+    else:
+        print("feature blocks (option feature_block; block output, H x W; the drag default is marked):")
+        for m in info.feature_maps:
+            note = "  (default for dragging)" if m.name == default else ""
+            print(f"  {m.name:<6} {m.height:>4} x {m.width:<4} {m.channels:>5} ch{note}")
+    print("also in the file: " + ("; ".join(info.extras) if info.extras else "nothing else"))
     return 0
 
 
@@ -73,7 +138,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         buf = io.BytesIO()
         np.save(buf, ws.cpu().numpy().astype(np.float32))
         atomic_write_bytes(args.latent_out, buf.getvalue())
-    print(f"wrote {out} ({G.img_resolution}x{G.img_resolution}, model {getattr(G, 'model_name', args.model)}, seed {args.seed}, psi {args.psi})")
+    print(f"wrote {out} ({G.img_height} x {G.img_width} px, model {getattr(G, 'model_name', args.model)}, seed {args.seed}, psi {args.psi})")
     return 0
 
 

@@ -18,8 +18,10 @@ import random
 import resource
 import signal
 import sys
+import tempfile
 import time
 import traceback
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,7 +34,7 @@ from dragkit.drag.session import DragSession  # noqa: E402
 from dragkit.errors import CheckpointError, DragkitError  # noqa: E402
 from dragkit.formats import load_checkpoint  # noqa: E402
 from dragkit.images import read_image, read_mask  # noqa: E402
-from dragkit.nets import Generator  # noqa: E402
+from dragkit.nets import Generator, StyleGAN3Generator  # noqa: E402
 
 import sec_hostile as H  # noqa: E402
 
@@ -169,6 +171,17 @@ def attacks(root: Path) -> list[tuple[str, Callable[[], Any]]]:
         path.write_bytes(H.discriminator_pickle(**kw))
         return lambda: load_discriminator(path)
 
+    def tf_source_case() -> Callable[[], Any]:
+        sentinel = Path(tempfile.gettempdir()) / f"dragkit-SENTINEL-tf-src-{os.getpid()}"  # outside the case folder
+        path = root / "tfsrc.pkl"
+        path.write_bytes(H.tf_source_writing(sentinel))
+
+        def go() -> str:
+            G = load_checkpoint(path)
+            return f"Generator {G.img_resolution}px, {G.dragkit_metadata['source_format']}, sentinel exists: {sentinel.exists()}"
+
+        return go
+
     bomb = H.png_bomb(13000)
     return [
         ("native discriminator declaring 4096 px x 8192 channels", disc_native("dwide", {
@@ -200,6 +213,17 @@ def attacks(root: Path) -> list[tuple[str, Callable[[], Any]]]:
         ("session seed of 7 MB", session(lambda st: st.__setitem__("seed", "x" * 7_000_000))),
         ("session seed {$blob: /etc/passwd}", session(lambda st: st.__setitem__("seed", {"$blob": "/etc/passwd"}))),
         ("session r1 = 64 on a 16 px image", session(lambda st: st["options"].__setitem__("r1", 64.0))),
+        ("TF pickle declaring 4096 px x 8192 features, tiny variables", pkl("tfbig", H.tf_big())),
+        ("TF network components nesting 12 deep", pkl("tfdeep", H.tf_nesting(12))),
+        ("TF network state sharing one list 4^10 ways", pkl("tfshare", H.tf_shared_list(10))),
+        ("TF network state smuggling builtins.exec", pkl("tfexec", H.tf_changed(
+            lambda st: st["static_kwargs"].update(nonlinearity=H.Exec("open('/tmp/x', 'w')"))))),
+        ("TF network state holding an allowed callable", pkl("tfcall", H.tf_changed(
+            lambda st: st["components"]["mapping"]["static_kwargs"].update(hook=OrderedDict)))),
+        ("TF build_module_src that writes a file (loads, runs nothing)", tf_source_case()),
+        ("StyleGAN3 record: 64 layers of 8192 channels, no tensors", pkl("sg3big", H.stylegan3_record_pickle(
+            num_layers=64, channel_base=2**24, channel_max=8192, img_resolution=4096))),
+        ("StyleGAN3 record: filter_size 10^6", pkl("sg3filter", H.stylegan3_record_pickle(filter_size=10**6))),
         ("PNG bomb as a 16 px mask (finding 5)", lambda: read_mask(bomb, 16)),
         ("PNG bomb as an image", lambda: read_image(bomb)),
     ]
@@ -283,8 +307,42 @@ def fuzz(root: Path, seed: int, cases: int, seconds: float) -> None:
     session_text = json.dumps(session_state).encode()
 
     def check_model(m: Any) -> str:
-        assert isinstance(m, Generator), type(m)
-        return f"Generator {m.img_resolution}px"
+        assert isinstance(m, (Generator, StyleGAN3Generator)), type(m)
+        return f"{type(m).__name__} {m.img_resolution}px"
+
+    tf_state = H.tf_layout(G)
+    tf_seed = H.tf_pickle(tf_state)
+    sg3 = H.tiny_stylegan3()
+    sg3_kwargs = {k: sg3.init_kwargs[k] for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels",
+                                                   "mapping_kwargs")}
+    sg3_kwargs.update(sg3.init_kwargs["synthesis_kwargs"])
+    sg3_seed = H.stylegan3_pickle(sg3, sg3_kwargs)
+
+    def tf_case(i: int) -> Callable[[], Any]:
+        if rng.random() < 0.5:
+            data = mutate_bytes(tf_seed, rng, protect=2)
+        else:
+            st = dict(tf_state)
+            comps = dict(st["components"])
+            which = rng.choice(["Gs", "mapping", "synthesis"])
+            target = st if which == "Gs" else dict(comps[which])
+            target["static_kwargs"] = mutate_json(target["static_kwargs"], rng)
+            if which != "Gs":
+                comps[which] = target
+            st["components"] = comps
+            data = H.tf_pickle(st)
+        path = root / f"t{i}.pkl"
+        path.write_bytes(data)
+        return lambda: check_model(load_checkpoint(path))
+
+    def sg3_case(i: int) -> Callable[[], Any]:
+        if rng.random() < 0.5:
+            data = mutate_bytes(sg3_seed, rng, protect=2)
+        else:
+            data = H.stylegan3_pickle(sg3, mutate_json(sg3_kwargs, rng))
+        path = root / f"s{i}.pkl"
+        path.write_bytes(data)
+        return lambda: check_model(load_checkpoint(path))
 
     def nvidia_case(i: int) -> Callable[[], Any]:
         if rng.random() < 0.5:
@@ -324,7 +382,8 @@ def fuzz(root: Path, seed: int, cases: int, seconds: float) -> None:
 
         return go
 
-    makers = [("nvidia-pkl", nvidia_case), ("native", native_case), ("session", session_case)]
+    makers = [("nvidia-pkl", nvidia_case), ("native", native_case), ("session", session_case), ("tf-pkl", tf_case),
+              ("stylegan3-pkl", sg3_case)]
     deadline = time.monotonic() + seconds
     counts: dict[str, dict[str, int]] = {}
     findings: list[dict] = []
@@ -332,7 +391,7 @@ def fuzz(root: Path, seed: int, cases: int, seconds: float) -> None:
     for i in range(cases):
         if time.monotonic() > deadline:
             break
-        reader, make = makers[i % 3]
+        reader, make = makers[i % len(makers)]
         try:
             fn = make(i)
         except Exception:  # a mutation the test itself cannot write: skip it
@@ -353,6 +412,9 @@ def warm_up(root: Path) -> None:
     (root / "warm.pkl").write_bytes(H.nvidia_pickle(G))
     load_checkpoint(root / "warm.pkl")
     load_checkpoint(H.native_files(root / "warm", None))
+    for name, data in (("warm_tf.pkl", H.tf_pickle()), ("warm_sg3.pkl", H.stylegan3_pickle())):
+        (root / name).write_bytes(data)
+        load_checkpoint(root / name)
     torch.save(G.state_dict(), root / "warm.pt")
     load_checkpoint(root / "warm.pt")
     s = DragSession(G, seed=0)

@@ -283,3 +283,174 @@ def discriminator_pickle(**init_kwargs: Any) -> bytes:
                 "D": Persistent(recon, "Discriminator", {"_parameters": {}, "_modules": {}, "_init_args": (),
                                                           "_init_kwargs": init_kwargs})}
         return pickle.dumps(snap, protocol=4)
+
+
+# -- issue 13: TensorFlow-era pickles and StyleGAN3 snapshots ----------------------------
+
+
+@contextlib.contextmanager
+def tf_network_class() -> Iterator[Any]:
+    """A stand-in ``dnnlib.tflib.network.Network`` to pickle against: its state dict, as NVIDIA's pickles it."""
+
+    class Network:
+        def __init__(self, state: dict) -> None:
+            self._state = state
+
+        def __getstate__(self) -> dict:
+            return self._state
+
+        def __setstate__(self, state: dict) -> None:  # pragma: no cover - NVIDIA's execs build_module_src here
+            raise AssertionError("dragkit called the file's Network.__setstate__")
+
+    Network.__module__, Network.__qualname__ = "dnnlib.tflib.network", "Network"
+    names = ("dnnlib", "dnnlib.tflib", "dnnlib.tflib.network")
+    old = {k: sys.modules.get(k) for k in names}
+    mods = {k: types.ModuleType(k) for k in names}
+    mods["dnnlib.tflib.network"].Network = Network
+    sys.modules.update(mods)
+    try:
+        yield Network
+    finally:
+        for k, v in old.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+
+
+def _hwio(w: torch.Tensor, flip: bool = False) -> np.ndarray:
+    x = w.detach().permute(2, 3, 1, 0).numpy()
+    return np.ascontiguousarray(x[::-1, ::-1] if flip else x)
+
+
+def tf_layout(G: Generator | None = None) -> dict:
+    """The tiny generator as a TensorFlow-era ``Gs`` state (NVIDIA's TF variable names and layouts)."""
+    G = G if G is not None else tiny_generator()
+    sd = {k: v.detach() for k, v in G.state_dict().items()}
+    syn = G.init_kwargs["synthesis_kwargs"]
+    static = dict(latent_size=G.z_dim, label_size=0, dlatent_size=G.w_dim, resolution=G.img_resolution,
+                  num_channels=G.img_channels, fmap_base=syn["channel_base"] // 2, fmap_max=syn["channel_max"],
+                  mapping_layers=G.mapping.num_layers, mapping_lrmul=0.01)
+    mapping = []
+    for i in range(G.mapping.num_layers):
+        mapping += [(f"Dense{i}/weight", sd[f"mapping.fc{i}.weight"].t().numpy().copy()),
+                    (f"Dense{i}/bias", sd[f"mapping.fc{i}.bias"].numpy())]
+    synthesis = [("4x4/Const/const", sd["synthesis.b4.const"][None].numpy())]
+    noise = 0
+    for r in G.synthesis.block_resolutions:
+        for layer, scope in ([("conv1", "Conv")] if r == 4 else [("conv0", "Conv0_up"), ("conv1", "Conv1")]):
+            p = f"synthesis.b{r}.{layer}"
+            synthesis += [(f"{r}x{r}/{scope}/weight", _hwio(sd[f"{p}.weight"], flip=layer == "conv0")),
+                          (f"{r}x{r}/{scope}/mod_weight", sd[f"{p}.affine.weight"].t().numpy().copy()),
+                          (f"{r}x{r}/{scope}/mod_bias", (sd[f"{p}.affine.bias"] - 1).numpy()),
+                          (f"{r}x{r}/{scope}/noise_strength", sd[f"{p}.noise_strength"].numpy()),
+                          (f"{r}x{r}/{scope}/bias", sd[f"{p}.bias"].numpy()),
+                          (f"noise{noise}", sd[f"{p}.noise_const"][None, None].numpy())]
+            noise += 1
+        p = f"synthesis.b{r}.torgb"
+        synthesis += [(f"{r}x{r}/ToRGB/weight", _hwio(sd[f"{p}.weight"])),
+                      (f"{r}x{r}/ToRGB/mod_weight", sd[f"{p}.affine.weight"].t().numpy().copy()),
+                      (f"{r}x{r}/ToRGB/mod_bias", (sd[f"{p}.affine.bias"] - 1).numpy()),
+                      (f"{r}x{r}/ToRGB/bias", sd[f"{p}.bias"].numpy())]
+
+    def net(name: str, func: str, variables: list, components: dict | None = None) -> dict:
+        return {"version": 4, "name": name, "static_kwargs": dict(static), "components": components or {},
+                "build_module_src": "raise SystemExit('build_module_src ran')\n", "build_func_name": func,
+                "variables": variables}
+
+    return net("Gs", "G_main", [("lod", np.zeros((), np.float32)), ("dlatent_avg", sd["mapping.w_avg"].numpy())],
+               {"mapping": net("G_mapping", "G_mapping", mapping),
+                "synthesis": net("G_synthesis", "G_synthesis_stylegan2", synthesis)})
+
+
+def tf_pickle(state: dict | None = None, extra: Any = None) -> bytes:
+    """``(G, D, Gs)`` of stand-in Networks for a TF-layout state (default: the tiny generator's)."""
+    state = state if state is not None else tf_layout()
+    with tf_network_class() as Network:
+        def wrap(st: Any) -> Any:
+            if not isinstance(st, dict) or "variables" not in st:
+                return st
+            st = dict(st)
+            st["components"] = {k: wrap(v) for k, v in st.get("components", {}).items()}
+            return Network(st)
+
+        g = wrap(state)
+        return pickle.dumps((g, g, g) if extra is None else (g, extra, g), protocol=3)
+
+
+def tf_changed(change: Any) -> bytes:
+    """The tiny TF pickle with ``change(state)`` applied to its ``Gs`` state."""
+    state = tf_layout()
+    change(state)
+    return tf_pickle(state)
+
+
+def tf_nesting(depth: int = 12) -> bytes:
+    """A Network whose components nest ``depth`` deep."""
+    state = tf_layout()
+    inner = state
+    for _ in range(depth):
+        inner["components"] = {"mapping": dict(inner["components"]["mapping"]), "synthesis": dict(inner)}
+        inner = inner["components"]["synthesis"]
+    return tf_pickle(state)
+
+
+def stylegan3_record_pickle(**change: Any) -> bytes:
+    """A StyleGAN3 generator record (one real tensor name so it is recognised) with these kwargs and no network."""
+    kwargs = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs={"num_layers": 2},
+                  channel_base=256, channel_max=16, num_layers=4)
+    kwargs.update(change)
+    return generator_record_pickle(kwargs, {"synthesis.input.affine.weight": torch.zeros(4, 8)})
+
+
+def tiny_stylegan3(seed: int = 0):
+    from dragkit.nets import StyleGAN3Generator
+
+    torch.manual_seed(seed)
+    return StyleGAN3Generator(8, 0, 8, 16, 3, channel_base=256, channel_max=16, num_layers=4).eval()
+
+
+def stylegan3_pickle(G: Any = None, init_kwargs: dict | None = None) -> bytes:
+    """A valid StyleGAN3 snapshot ``{'G_ema': ...}`` (flat synthesis kwargs, as NVIDIA's train.py records them)."""
+    G = G if G is not None else tiny_stylegan3()
+    ik = G.init_kwargs
+    kwargs = {k: ik[k] for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs")}
+    kwargs.update(ik["synthesis_kwargs"])
+    return nvidia_pickle(G, kwargs if init_kwargs is None else init_kwargs)
+
+
+class Exec:
+    """Reduces to ``builtins.exec(code)``: a global the unpickler must refuse before calling it."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def __reduce__(self):
+        return (exec, (self.code,))
+
+
+def _all_static(state: dict, **values: Any) -> None:
+    for s in (state, state["components"]["mapping"], state["components"]["synthesis"]):
+        s["static_kwargs"].update(values)
+
+
+def tf_big() -> bytes:
+    return tf_changed(lambda s: _all_static(s, resolution=4096, fmap_base=2**22, fmap_max=8192, dlatent_size=8192,
+                                            latent_size=8192))
+
+
+def tf_shared_list(depth: int = 10, ways: int = 4) -> bytes:
+    """A static kwarg holding one list ``ways^depth`` ways (a few hundred bytes)."""
+    t: Any = [0]
+    for _ in range(depth):
+        t = [t] * ways
+    return tf_changed(lambda s: s["static_kwargs"].update(truncation_psi=t))
+
+
+def tf_source_writing(path: Path) -> bytes:
+    """A valid TF pickle whose ``build_module_src`` (never to be run) would write ``path``."""
+    state = tf_layout()
+    src = f"# build_module_src\nopen({str(path)!r}, 'w').write('module_src ran')\n"
+    for s in (state, state["components"]["mapping"], state["components"]["synthesis"]):
+        s["build_module_src"] = src
+    return tf_pickle(state)

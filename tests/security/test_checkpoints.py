@@ -54,6 +54,13 @@ EXPECT = {
     "session seed of 7 MB": "seed",
     "session seed {$blob: /etc/passwd}": "seed",
     "session r1 = 64 on a 16 px image": "r1 must be at most 8",
+    "TF pickle declaring 4096 px x 8192 features, tiny variables": "more memory than the file's tensors hold",
+    "TF network components nesting 12 deep": "nest too deeply",
+    "TF network state sharing one list 4^10 ways": "too large",
+    "TF network state smuggling builtins.exec": "refusing to load global 'builtins.exec'",
+    "TF network state holding an allowed callable": "refusing a callable (OrderedDict)",
+    "StyleGAN3 record: 64 layers of 8192 channels, no tensors": "more memory than the file's tensors hold",
+    "StyleGAN3 record: filter_size 10^6": "filter_size",
     "PNG bomb as a 16 px mask (finding 5)": "must be 16x16 pixels, got 13000x13000",
     "PNG bomb as an image": "13000x13000",
 }
@@ -68,6 +75,13 @@ def test_attack_is_refused_quickly_without_growing_memory(attack_results, case):
     assert r["seconds"] < 3.0, r  # the 2^k walks took 11 s at depth 22 before; 2^40 never ends
     assert r["peak_growth_mb"] < 200, r  # 360 GB / 2.6 GB / 664 MB before
     assert not r["side_effects"], r
+
+
+def test_tf_build_module_src_is_never_run(attack_results):
+    """A TensorFlow pickle whose embedded source would write a file: it loads, and nothing ran (audit hook)."""
+    r = attack_results["TF build_module_src that writes a file (loads, runs nothing)"]
+    assert r["outcome"] == "loaded" and r["result"] == "Generator 16px, tf-pkl, sentinel exists: False", r
+    assert not r["side_effects"], r  # no exec/compile of module_src, no write outside the case folder
 
 
 def test_the_attacks_are_live_under_plain_loaders(tmp_path):

@@ -1,7 +1,8 @@
-"""A seeded, time-bounded fuzz of the three readers: NVIDIA pickle, native JSON + safetensors, session file.
+"""A seeded, time-bounded fuzz of the readers: NVIDIA pickle (StyleGAN2, StyleGAN3, TensorFlow-era), native, session.
 
 ``sec_child.py fuzz`` mutates valid files (bytes flipped, inserted, cut or
-duplicated; JSON values replaced by hostile ones: negatives, 2^31, NaN,
+duplicated; JSON values - configs, recorded init kwargs, a TensorFlow
+network's static kwargs - replaced by hostile ones: negatives, 2^31, NaN,
 ``{"$blob": "/etc/passwd"}``, 5000-character strings, lists multiplied)
 and loads each one in a child process under a memory limit, with an alarm
 per case and an audit hook watching for process starts, network use and
@@ -26,7 +27,7 @@ def test_fuzzed_files_end_in_a_clean_error_or_a_valid_result(child_run):
     counts = summary["counts"]
     assert summary["findings"] == [], summary["findings"]
     assert summary["cases"] >= min(CASES, 150), summary  # the deadline only trims a very slow machine
-    for reader in ("nvidia-pkl", "native", "session"):
+    for reader in ("nvidia-pkl", "native", "session", "tf-pkl", "stylegan3-pkl"):
         c = counts.get(reader, {})
         assert set(c) <= {"refused", "loaded"}, (reader, c)
         # not vacuous: some mutations still load, most are refused

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models import default_model_name, load_model
     from ..utils import save_image_atomic, atomic_write_bytes
     from .render import annotate, write_video
+    from .options import image_size
     from .session import DragSession
     from .spec import check_points, load_latent_npy, load_mask_image, load_spec
 
@@ -70,10 +71,10 @@ def run(args: argparse.Namespace) -> int:
         G = load_model(model_name, device=args.device)
     except (RuntimeError, AssertionError) as exc:  # e.g. an unavailable device
         raise DragkitError(f"cannot load model {model_name!r} on {args.device}: {exc}") from None
-    H = int(G.img_resolution)
-    check_points(spec, H)
+    H, W = image_size(G)
+    check_points(spec, (H, W))
     spec.options.validate(G, num_points=len(spec.points))  # radii and work per step, before any compute
-    mask = load_mask_image(spec.mask, H) if spec.mask is not None else None
+    mask = load_mask_image(spec.mask, (H, W)) if spec.mask is not None else None
     if spec.latent is not None:
         ws = torch.from_numpy(load_latent_npy(spec.latent, G.num_ws, G.w_dim)).to(G.device if hasattr(G, "device") else "cpu")
         s = DragSession.from_latent(G, ws, options=spec.options)
@@ -118,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         report = {
             "model": model_name,
             "resolution": H,
+            "height": H,
+            "width": W,
             "steps": steps,
             "max_steps": spec.max_steps,
             "reached": bool(last.reached),

@@ -4,18 +4,29 @@ Conventions (the whole of :mod:`dragkit.drag` uses them):
 
 * Points are ``[x, y]`` image pixels of the generator's output image (x to
   the right, y down, pixel centres at integers).  Point tensors are
-  ``(N, 2)`` float, column 0 = x, column 1 = y.
-* ``F`` is the output of one synthesis block, ``(1, C, R, R)`` for an image
-  of ``H x H`` pixels.  The paper resizes it bilinearly to ``H x H``; we
-  never build that resized map.  Its value at integer pixel ``p`` is the
-  bilinear sample of ``F`` at feature coordinate ``u = (p + 0.5) * R / H - 0.5``
-  (clamped to ``[0, R - 1]``), which is exactly what
-  ``F.interpolate(F, (H, H), mode='bilinear', align_corners=False)[..., y, x]``
-  gives.  Values between pixels (``F(q + d)``) are the bilinear interpolation
-  of the resized map between its four neighbouring pixels (clamped to the
-  image), which is what the authors' ``grid_sample(..., align_corners=True)``
-  on the resized map gives inside the image.
-* A feature tensor may be a *crop* of the block output: ``origin = (fx0, fy0)``
+  ``(N, 2)`` float, column 0 = x, column 1 = y.  Images are ``H x W``
+  (height x width; ``image_size`` is ``H`` for a square image or
+  ``(H, W)``), e.g. 512 x 256 for StyleGAN-Human.
+* ``F`` is one feature map, ``(1, C, h, w)``: a StyleGAN2 block output
+  (``R x R``, or ``R x R/2`` for StyleGAN-Human) or a StyleGAN3 layer
+  output (``S x S`` including its margin).  How its pixels lie on the
+  image is a :class:`FeatureGeometry`: per axis,
+  ``u = (p + 0.5) * scale - 0.5 + offset``, clamped to ``[0, size - 1]``.
+  The default (:meth:`FeatureGeometry.resized`, ``scale = size / image
+  size``, ``offset = 0``) is the paper's construction: the map resized
+  bilinearly to ``H x W``; we never build that resized map.  Its value at
+  integer pixel ``p`` is the bilinear sample of ``F`` at ``u``, which is
+  exactly what ``F.interpolate(F, (H, W), mode='bilinear',
+  align_corners=False)[..., y, x]`` gives.  A StyleGAN3 layer, whose map
+  samples the image plane at ``s`` samples per image width and has
+  ``(S - s) / 2`` pixels of margin on each side, is
+  :meth:`FeatureGeometry.embedded` (``scale = s / H``, ``offset = (S -
+  s) / 2``; its ``layer_geometry``).  Values between pixels (``F(q +
+  d)``) are the bilinear interpolation of the resized map between its four
+  neighbouring pixels (clamped to the image), which is what the authors'
+  ``grid_sample(..., align_corners=True)`` on the resized map gives inside
+  the image.
+* A feature tensor may be a *crop* of the map: ``origin = (fx0, fy0)``
   is the feature-map index of its top-left element.  Every index a function
   needs must lie inside the crop; :func:`needed_feature_box` says which.
 * ``Omega1(p, r1)`` = integer pixels ``q = round(p) + o`` with ``|o| < r1``
@@ -23,15 +34,23 @@ Conventions (the whole of :mod:`dragkit.drag` uses them):
   ``Omega2(p, r2)`` = integer pixels ``q = round(p) + o`` with
   ``|o_x|, |o_y| <= r2``, clipped to the image.  Tracked handles are
   therefore always integer pixels, as in the authors' code.
+
+Every function takes the map's geometry either as ``feature_size`` (the
+full map's size: an int for a square map on a square image, or
+``(height, width)``; default: the tensor's own size, i.e. an uncropped
+map) for the paper's resize, or as ``geometry=FeatureGeometry(...)`` for
+any other placement.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Sequence, Union
 
 import torch
 
 __all__ = [
+    "FeatureGeometry",
     "disk_offsets",
     "square_offsets",
     "pixel_to_feature",
@@ -44,6 +63,138 @@ __all__ = [
 ]
 
 Origin = Sequence[int]
+ImageSize = Union[int, Sequence[int]]
+
+
+def image_hw(image_size: ImageSize) -> tuple[int, int]:
+    """``H`` or ``(H, W)`` -> ``(H, W)`` (positive ints)."""
+    if isinstance(image_size, (tuple, list, torch.Size)):
+        if len(image_size) != 2:
+            raise ValueError(f"image_size must be H or (H, W), got {image_size!r}")
+        h, w = int(image_size[0]), int(image_size[1])
+    else:
+        h = w = int(image_size)
+    if h < 1 or w < 1:
+        raise ValueError(f"image size must be positive, got {image_size!r}")
+    return h, w
+
+
+@dataclass(frozen=True)
+class FeatureGeometry:
+    """Where a feature map's pixels lie on the image, per axis.
+
+    Image pixel ``p`` (centres at integers) reads map coordinate
+    ``u = (p + 0.5) * scale - 0.5 + offset``, clamped to ``[0, size - 1]``
+    (``x`` with the ``_x``/width fields, ``y`` with the ``_y``/height ones).
+
+    Attributes:
+        image_height, image_width: ``H``, ``W`` of the image in pixels.
+        map_height, map_width: size of the *whole* map (a crop's origin is
+            relative to it).
+        scale_x, scale_y: map pixels per image pixel.
+        offset_x, offset_y: map coordinate of the image's edge minus the
+            resize's (0 for the paper's resize; the margin for StyleGAN3).
+    """
+
+    image_height: int
+    image_width: int
+    map_height: int
+    map_width: int
+    scale_x: float
+    scale_y: float
+    offset_x: float = 0.0
+    offset_y: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("image_height", "image_width", "map_height", "map_width"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("scale_x", "scale_y", "offset_x", "offset_y"):
+            if not math.isfinite(float(getattr(self, name))):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
+        if self.scale_x <= 0 or self.scale_y <= 0:
+            raise ValueError("scale_x and scale_y must be positive")
+
+    @classmethod
+    def resized(cls, image_size: ImageSize, map_size: ImageSize) -> "FeatureGeometry":
+        """The paper's (and the authors' code's) construction: the whole map resized to ``H x W``.
+
+        Args:
+            image_size: ``H`` or ``(H, W)``.
+            map_size: the map's ``h`` (square) or ``(h, w)``.
+        """
+        H, W = image_hw(image_size)
+        h, w = image_hw(map_size)
+        return cls(H, W, h, w, w / W, h / H)
+
+    @classmethod
+    def embedded(cls, image_size: ImageSize, map_size: ImageSize,
+                 samples: float | Sequence[float]) -> "FeatureGeometry":
+        """A map that samples the image plane ``samples`` times per image height/width, centred.
+
+        The image occupies the central ``s x s`` samples of the ``S x S``
+        map; ``(S - s) / 2`` map pixels of margin lie outside it on each
+        side (StyleGAN3's layers: ``S`` = ``layer_geometry(i).size``,
+        ``s`` = ``.sampling_rate``).  With ``s = S`` this is :meth:`resized`.
+
+        Args:
+            samples: ``s``, or ``(s_y, s_x)`` per axis.
+        """
+        H, W = image_hw(image_size)
+        h, w = image_hw(map_size)
+        sy, sx = (float(samples[0]), float(samples[1])) if isinstance(samples, (tuple, list)) else (float(samples),) * 2
+        return cls(H, W, h, w, sx / W, sy / H, (w - sx) / 2, (h - sy) / 2)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)``."""
+        return self.image_height, self.image_width
+
+    def to_map_x(self, px: torch.Tensor) -> torch.Tensor:
+        """Image x -> map column coordinate (float64, clamped)."""
+        return pixel_to_feature(px, self.image_width, self.map_width, scale=self.scale_x, offset=self.offset_x)
+
+    def to_map_y(self, py: torch.Tensor) -> torch.Tensor:
+        """Image y -> map row coordinate (float64, clamped)."""
+        return pixel_to_feature(py, self.image_height, self.map_height, scale=self.scale_y, offset=self.offset_y)
+
+
+def resolve_geometry(
+    feat_hw: Sequence[int] | None, image_size: ImageSize | None, feature_size: ImageSize | None = None,
+    geometry: FeatureGeometry | None = None,
+) -> FeatureGeometry:
+    """The geometry a function uses: ``geometry`` if given, else the paper's resize of ``feature_size``.
+
+    Args:
+        feat_hw: ``(h, w)`` of the tensor at hand (the default map size when
+            ``feature_size`` is None: an uncropped map).
+        image_size: ``H`` or ``(H, W)``; must match ``geometry`` when both are given.
+        feature_size: the whole map's size, ``h`` for a square map on a
+            square image, or ``(h, w)``.
+
+    Raises:
+        ValueError: contradicting sizes, or an int ``feature_size`` with a non-square image.
+    """
+    if geometry is not None:
+        if image_size is not None and image_hw(image_size) != geometry.image_size:
+            raise ValueError(f"image_size {image_hw(image_size)} differs from the geometry's {geometry.image_size}")
+        if feature_size is not None and image_hw(feature_size) != (geometry.map_height, geometry.map_width):
+            raise ValueError("feature_size differs from the geometry's map size")
+        return geometry
+    if image_size is None:
+        raise ValueError("give image_size or geometry")
+    H, W = image_hw(image_size)
+    if feature_size is None:
+        if feat_hw is None:
+            raise ValueError("give feature_size or geometry")
+        h, w = int(feat_hw[0]), int(feat_hw[1])
+    elif isinstance(feature_size, (tuple, list, torch.Size)):
+        h, w = image_hw(feature_size)
+    else:
+        if H != W:
+            raise ValueError(f"the image is {H} x {W}: give feature_size as (height, width), not {feature_size!r}")
+        h = w = int(feature_size)
+    return FeatureGeometry.resized((H, W), (h, w))
 
 
 def disk_offsets(r1: float) -> torch.Tensor:
@@ -72,13 +223,22 @@ def square_offsets(r2: int) -> torch.Tensor:
     return torch.stack([dx.reshape(-1), dy.reshape(-1)], dim=1)
 
 
-def pixel_to_feature(coords: torch.Tensor, image_size: int, feature_size: int) -> torch.Tensor:
-    """Image pixel coordinates -> feature-map coordinates (``align_corners=False``).
+def pixel_to_feature(coords: torch.Tensor, image_size: int, feature_size: int, *, scale: float | None = None,
+                     offset: float = 0.0) -> torch.Tensor:
+    """Image pixel coordinates -> feature-map coordinates along one axis.
 
-    ``u = (p + 0.5) * R / H - 0.5``, clamped below at 0 (as PyTorch's bilinear
-    resize does).  Works elementwise on any float tensor.
+    ``u = (p + 0.5) * scale - 0.5 + offset`` with ``scale = R / H`` by
+    default (``align_corners=False``: PyTorch's bilinear resize), clamped to
+    ``[0, R - 1]`` as that resize does.  ``offset``/``scale`` place a map
+    whose samples are not a resize of the image (StyleGAN3's margins; see
+    :class:`FeatureGeometry`).  Works elementwise on any float tensor.
+
+    Args:
+        image_size: the image's extent along this axis (``H`` or ``W``).
+        feature_size: the map's extent along this axis.
     """
-    u = (coords.to(torch.float64) + 0.5) * (feature_size / image_size) - 0.5
+    s = feature_size / image_size if scale is None else float(scale)
+    u = (coords.to(torch.float64) + 0.5) * s - 0.5 + float(offset)
     return u.clamp(min=0.0, max=float(feature_size - 1))
 
 
@@ -93,21 +253,20 @@ def _as_chw(feat: torch.Tensor) -> torch.Tensor:
 
 
 def _resized_at_pixels(
-    feat: torch.Tensor, px: torch.Tensor, py: torch.Tensor, image_size: int, feature_size: int,
-    origin: Origin = (0, 0),
+    feat: torch.Tensor, px: torch.Tensor, py: torch.Tensor, geom: FeatureGeometry, origin: Origin = (0, 0),
 ) -> torch.Tensor:
     """Resized-map values at integer pixels ``(px, py)`` (any equal shapes S) -> ``(C, *S)``."""
     f = _as_chw(feat)
     c, h, w = f.shape
     shape = px.shape
-    u = pixel_to_feature(px.reshape(-1), image_size, feature_size)
-    v = pixel_to_feature(py.reshape(-1), image_size, feature_size)
+    u = geom.to_map_x(px.reshape(-1))
+    v = geom.to_map_y(py.reshape(-1))
     x0 = u.floor().long()
     y0 = v.floor().long()
     ax = (u - x0).to(f.dtype)
     ay = (v - y0).to(f.dtype)
-    x1 = (x0 + 1).clamp(max=feature_size - 1)
-    y1 = (y0 + 1).clamp(max=feature_size - 1)
+    x1 = (x0 + 1).clamp(max=geom.map_width - 1)
+    y1 = (y0 + 1).clamp(max=geom.map_height - 1)
     ox, oy = int(origin[0]), int(origin[1])
     x0, x1, y0, y1 = x0 - ox, x1 - ox, y0 - oy, y1 - oy
     if bool((x0 < 0).any() or (y0 < 0).any() or (x1 >= w).any() or (y1 >= h).any()):
@@ -125,39 +284,45 @@ def _resized_at_pixels(
 
 
 def sample_features(
-    feat: torch.Tensor, points: torch.Tensor, image_size: int, *, feature_size: int | None = None,
-    origin: Origin = (0, 0),
+    feat: torch.Tensor, points: torch.Tensor, image_size: ImageSize | None, *,
+    feature_size: ImageSize | None = None, origin: Origin = (0, 0), geometry: FeatureGeometry | None = None,
 ) -> torch.Tensor:
     """Features of the bilinearly resized map at (possibly fractional) pixels.
 
     Args:
-        feat: ``(1, C, h, w)`` block output (or a crop of it, see ``origin``).
+        feat: ``(1, C, h, w)`` feature map (or a crop of it, see ``origin``).
         points: ``(..., 2)`` float ``[x, y]`` image pixels.
-        image_size: H, the image resolution in pixels.
-        feature_size: R, the block resolution (default: ``feat``'s width,
-            i.e. an uncropped map).
+        image_size: ``H`` (square image) or ``(H, W)`` in pixels (may be
+            None when ``geometry`` is given).
+        feature_size: the whole map's size, ``R`` (square) or ``(h, w)``
+            (default: ``feat``'s size, i.e. an uncropped map).
         origin: ``(fx0, fy0)`` feature index of the crop's top-left element.
+        geometry: where the map lies on the image (default: the paper's
+            resize, :meth:`FeatureGeometry.resized`).
 
     Returns:
         ``(..., C)``, differentiable w.r.t. ``feat``.  At integer pixels this
-        equals ``F.interpolate(feat, (H, H), mode='bilinear',
-        align_corners=False)[0, :, y, x]``; between pixels it is the bilinear
-        interpolation of that resized map (positions clamped to the image).
+        equals ``F.interpolate(feat, (H, W), mode='bilinear',
+        align_corners=False)[0, :, y, x]`` (for the default geometry);
+        between pixels it is the bilinear interpolation of that resized map
+        (positions clamped to the image).
     """
     f = _as_chw(feat)
-    R = int(feature_size if feature_size is not None else f.shape[2])
+    geom = resolve_geometry(f.shape[1:], image_size, feature_size, geometry)
+    H, W = geom.image_size
     pts = points.to(torch.float64)
     lead = pts.shape[:-1]
-    pts = pts.reshape(-1, 2).clamp(0, image_size - 1)
+    pts = pts.reshape(-1, 2)
+    pts = torch.stack([pts[:, 0].clamp(0, W - 1), pts[:, 1].clamp(0, H - 1)], dim=1)
     p0 = pts.floor()
     a = (pts - p0).to(f.dtype)
     x0 = p0[:, 0].long()
     y0 = p0[:, 1].long()
-    x1 = (x0 + 1).clamp(max=image_size - 1)
-    y1 = (y0 + 1).clamp(max=image_size - 1)
+    x1 = (x0 + 1).clamp(max=W - 1)
+    y1 = (y0 + 1).clamp(max=H - 1)
     xs = torch.stack([x0, x1, x0, x1])
     ys = torch.stack([y0, y0, y1, y1])
-    vals = _resized_at_pixels(f, xs, ys, image_size, R, origin)  # (C, 4, M)
+    vals = _resized_at_pixels(f, xs, ys, geom, origin)  # (C, 4, M)
     ax, ay = a[:, 0].to(f.device), a[:, 1].to(f.device)
     wts = torch.stack([(1 - ax) * (1 - ay), ax * (1 - ay), (1 - ax) * ay, ax * ay])  # (4, M)
     out = (vals * wts).sum(dim=1)  # (C, M)
@@ -175,10 +340,11 @@ def motion_supervision_loss(
     handles: torch.Tensor,
     targets: torch.Tensor,
     r1: float,
-    image_size: int,
+    image_size: ImageSize | None,
     *,
-    feature_size: int | None = None,
+    feature_size: ImageSize | None = None,
     origin: Origin = (0, 0),
+    geometry: FeatureGeometry | None = None,
 ) -> torch.Tensor:
     """DragGAN's motion supervision term.
 
@@ -189,19 +355,22 @@ def motion_supervision_loss(
     disk and the channels for each point, summed over points.
 
     Args:
-        feat: ``(1, C, h, w)`` block output or a crop of it (``origin``); must
+        feat: ``(1, C, h, w)`` feature map or a crop of it (``origin``); must
             cover :func:`needed_feature_box` of the handles.
         handles: ``(N, 2)`` current handle positions ``[x, y]`` (pixels).
         targets: ``(N, 2)`` targets ``[x, y]``.
         r1: disk radius in pixels (strict ``<``).
-        image_size: H in pixels.
+        image_size: ``H`` or ``(H, W)`` in pixels.
+        feature_size, origin, geometry: the map's placement, as in :func:`sample_features`.
 
     Returns:
         Scalar tensor (0-dim), differentiable w.r.t. ``feat``; an exact zero
         (still attached to ``feat``) when every point is within 1 px.
     """
     f = _as_chw(feat)
-    R = int(feature_size if feature_size is not None else f.shape[2])
+    geom = resolve_geometry(f.shape[1:], image_size, feature_size, geometry)
+    H, W = geom.image_size
+    lim = torch.tensor([W - 1, H - 1])
     p = _check_points(handles, "handles")
     t = _check_points(targets, "targets")
     if p.shape != t.shape:
@@ -216,18 +385,18 @@ def motion_supervision_loss(
     centre = p.round().long()  # (n, 2)
     offs = disk_offsets(r1)  # (K, 2)
     q = centre[:, None, :] + offs[None, :, :]  # (n, K, 2) integer pixels
-    valid = ((q >= 0) & (q < image_size)).all(dim=2)  # (n, K)
-    q = q.clamp(0, image_size - 1)
+    valid = ((q >= 0) & (q <= lim)).all(dim=2)  # (n, K)
+    q = torch.minimum(q.clamp(min=0), lim)
     # F(q + d): the four pixel neighbours of q + d share floor(d) and weights.
     fl = d.floor()
     frac = (d - fl).to(f.dtype)  # (n, 2)
     base = q + fl.long()[:, None, :]
     corners = torch.tensor([[0, 0], [1, 0], [0, 1], [1, 1]])
-    nb = (base[:, None, :, :] + corners[None, :, None, :]).clamp(0, image_size - 1)  # (n, 4, K, 2)
+    nb = torch.minimum((base[:, None, :, :] + corners[None, :, None, :]).clamp(min=0), lim)  # (n, 4, K, 2)
     fx, fy = frac[:, 0].to(f.device), frac[:, 1].to(f.device)
     wts = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=1)  # (n, 4)
-    vals_q = _resized_at_pixels(f, q[..., 0], q[..., 1], image_size, R, origin)  # (C, n, K)
-    vals_nb = _resized_at_pixels(f, nb[..., 0], nb[..., 1], image_size, R, origin)  # (C, n, 4, K)
+    vals_q = _resized_at_pixels(f, q[..., 0], q[..., 1], geom, origin)  # (C, n, K)
+    vals_nb = _resized_at_pixels(f, nb[..., 0], nb[..., 1], geom, origin)  # (C, n, 4, K)
     moved = (vals_nb * wts[None, :, :, None]).sum(dim=2)  # (C, n, K)
     err = (vals_q.detach() - moved).abs()  # (C, n, K)
     vmask = valid.to(f.device, f.dtype)
@@ -235,17 +404,18 @@ def motion_supervision_loss(
     return per_point.sum()
 
 
-def _axis_weights(image_size: int, feature_size: int):
-    u = pixel_to_feature(torch.arange(image_size, dtype=torch.float64), image_size, feature_size)
+def _axis_weights(n_pixels: int, map_size: int, scale: float, offset: float):
+    u = pixel_to_feature(torch.arange(n_pixels, dtype=torch.float64), n_pixels, map_size, scale=scale, offset=offset)
     i0 = u.floor().long()
-    i1 = (i0 + 1).clamp(max=feature_size - 1)
+    i1 = (i0 + 1).clamp(max=map_size - 1)
     return i0, i1, (u - i0)
 
 
 class _FixedRegionL1(torch.autograd.Function):
     """``sum |resize(D)| over the fixed pixels`` and its exact gradient, a few rows at a time.
 
-    ``resize`` is the bilinear ``align_corners=False`` resize to ``H x H``.
+    ``resize`` samples ``D`` at the image pixels (the bilinear
+    ``align_corners=False`` resize to ``H x W`` for the paper's geometry).
     The forward pass builds the resized rows it needs in chunks of about
     4 M values and accumulates the gradient w.r.t. ``D`` on the way (it is
     ``resize^T(sign(resize(D)) * fixed)``), so no full-resolution tensor
@@ -253,11 +423,11 @@ class _FixedRegionL1(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, diff: torch.Tensor, fixed: torch.Tensor, image_size: int) -> torch.Tensor:  # type: ignore[override]
-        C, R, _ = diff.shape
-        H = image_size
-        iy0, iy1, wy = _axis_weights(H, R)
-        ix0, ix1, wx = _axis_weights(H, R)
+    def forward(ctx, diff: torch.Tensor, fixed: torch.Tensor, geom: FeatureGeometry) -> torch.Tensor:  # type: ignore[override]
+        C = diff.shape[0]
+        H, W = geom.image_size
+        iy0, iy1, wy = _axis_weights(H, geom.map_height, geom.scale_y, geom.offset_y)
+        ix0, ix1, wx = _axis_weights(W, geom.map_width, geom.scale_x, geom.offset_x)
         dev, dt = diff.device, diff.dtype
         iy0, iy1, ix0, ix1 = iy0.to(dev), iy1.to(dev), ix0.to(dev), ix1.to(dev)
         wy, wx = wy.to(dev, dt), wx.to(dev, dt)
@@ -265,13 +435,13 @@ class _FixedRegionL1(torch.autograd.Function):
         rows_needed = torch.nonzero(fixed.any(dim=1)).flatten()
         total = diff.new_zeros(())
         grad = torch.zeros_like(diff)
-        chunk = max(1, 4_000_000 // max(C * H, 1))
+        chunk = max(1, 4_000_000 // max(C * W, 1))
         for start in range(0, rows_needed.numel(), chunk):
             ys = rows_needed[start : start + chunk]
             a0, a1, b = iy0[ys], iy1[ys], wy[ys][None, :, None]
-            rows = diff.index_select(1, a0) * (1 - b) + diff.index_select(1, a1) * b  # (C, n, R)
-            full = rows.index_select(2, ix0) * (1 - wx) + rows.index_select(2, ix1) * wx  # (C, n, H)
-            keep = fixed.index_select(0, ys).to(dt)[None]  # (1, n, H)
+            rows = diff.index_select(1, a0) * (1 - b) + diff.index_select(1, a1) * b  # (C, n, w)
+            full = rows.index_select(2, ix0) * (1 - wx) + rows.index_select(2, ix1) * wx  # (C, n, W)
+            keep = fixed.index_select(0, ys).to(dt)[None]  # (1, n, W)
             total = total + (full.abs() * keep).sum()
             g_full = full.sign() * keep
             g_rows = torch.zeros_like(rows)
@@ -289,32 +459,41 @@ class _FixedRegionL1(torch.autograd.Function):
 
 
 def mask_loss(
-    feat: torch.Tensor, feat0: torch.Tensor, mask: torch.Tensor, image_size: int,
+    feat: torch.Tensor, feat0: torch.Tensor, mask: torch.Tensor, image_size: ImageSize | None, *,
+    geometry: FeatureGeometry | None = None,
 ) -> torch.Tensor:
     """The region-fixing term ``mean |(F - F0) * (1 - M)|`` over ``(C, H, W)`` (no lambda).
 
-    ``F`` and ``F0`` are the resized (``H x H``) maps, as in the paper; the
-    term is computed exactly from the block-resolution maps, row chunk by row
-    chunk, without building the resized map (see :class:`_FixedRegionL1`).
-    The mean divides by ``C * H * W`` as the authors' ``F.l1_loss`` over the
+    ``F`` and ``F0`` are the resized (``H x W``) maps, as in the paper; the
+    term is computed exactly from the feature maps, row chunk by row chunk,
+    without building the resized map (see :class:`_FixedRegionL1`).  The
+    mean divides by ``C * H * W`` as the authors' ``F.l1_loss`` over the
     full resized map does.
 
     Args:
-        feat, feat0: ``(1, C, R, R)`` full block outputs (current and initial;
-            ``feat0`` gets no gradient).
+        feat, feat0: ``(1, C, h, w)`` whole feature maps (current and
+            initial; ``feat0`` gets no gradient).
         mask: ``(H, W)`` bool, True = flexible.  Returns an exact zero when
             the mask does not have both values (the term is off then).
+        image_size: ``H`` or ``(H, W)`` (may be None with ``geometry``).
+        geometry: where the map lies on the image (default: the paper's resize of the whole map).
     """
     f = _as_chw(feat)
     f0 = _as_chw(feat0)
-    if tuple(mask.shape) != (image_size, image_size):
-        raise ValueError(f"mask must be ({image_size}, {image_size}), got {tuple(mask.shape)}")
+    if f.shape != f0.shape:
+        raise ValueError(f"feat and feat0 differ in shape: {list(f.shape)} vs {list(f0.shape)}")
+    geom = resolve_geometry(f.shape[1:], image_size, None, geometry)
+    if (geom.map_height, geom.map_width) != tuple(f.shape[1:]):
+        raise ValueError("mask_loss needs the whole feature map, not a crop")
+    H, W = geom.image_size
+    if tuple(mask.shape) != (H, W):
+        raise ValueError(f"mask must be ({H}, {W}), got {tuple(mask.shape)}")
     m = mask.to(torch.bool)
     if bool(m.all()) or not bool(m.any()):
         return f.sum() * 0.0
     diff = f - f0.detach()
-    total = _FixedRegionL1.apply(diff, ~m, image_size)
-    return total / (f.shape[0] * image_size * image_size)
+    total = _FixedRegionL1.apply(diff, ~m, geom)
+    return total / (f.shape[0] * H * W)
 
 
 def track_points(
@@ -322,11 +501,12 @@ def track_points(
     handles: torch.Tensor,
     refs: torch.Tensor,
     r2: int,
-    image_size: int,
+    image_size: ImageSize | None,
     *,
     norm: str = "l1",
-    feature_size: int | None = None,
+    feature_size: ImageSize | None = None,
     origin: Origin = (0, 0),
+    geometry: FeatureGeometry | None = None,
 ) -> torch.Tensor:
     """Nearest-neighbour point tracking.
 
@@ -335,28 +515,32 @@ def track_points(
     row-major order, like the authors' ``torch.min`` over the flattened patch.
 
     Args:
-        feat: ``(1, C, h, w)`` block output or a crop of it.
+        feat: ``(1, C, h, w)`` feature map or a crop of it.
         handles: ``(N, 2)`` current handles ``[x, y]``.
         refs: ``(N, C)`` reference features ``f_i`` (of the initial handles).
         r2: half size of the search square, integer pixels.
+        image_size: ``H`` or ``(H, W)``.
         norm: ``'l1'`` or ``'l2'``.
+        feature_size, origin, geometry: the map's placement, as in :func:`sample_features`.
 
     Returns:
-        ``(N, 2)`` float64 new handle positions (integer-valued), no gradient.
+        ``(N, 2)`` float64 new handle positions (integer-valued, inside the image), no gradient.
     """
     if norm not in ("l1", "l2"):
         raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
     f = _as_chw(feat)
-    R = int(feature_size if feature_size is not None else f.shape[2])
+    geom = resolve_geometry(f.shape[1:], image_size, feature_size, geometry)
+    H, W = geom.image_size
+    lim = torch.tensor([W - 1, H - 1])
     p = _check_points(handles, "handles")
     if refs.ndim != 2 or refs.shape[0] != p.shape[0] or refs.shape[1] != f.shape[0]:
         raise ValueError(f"refs must have shape ({p.shape[0]}, {f.shape[0]}), got {list(refs.shape)}")
     with torch.no_grad():
         centre = p.round().long()
         cand = centre[:, None, :] + square_offsets(r2)[None]  # (N, K, 2)
-        valid = ((cand >= 0) & (cand < image_size)).all(dim=2)
-        cand_c = cand.clamp(0, image_size - 1)
-        vals = _resized_at_pixels(f, cand_c[..., 0], cand_c[..., 1], image_size, R, origin)  # (C, N, K)
+        valid = ((cand >= 0) & (cand <= lim)).all(dim=2)
+        cand_c = torch.minimum(cand.clamp(min=0), lim)
+        vals = _resized_at_pixels(f, cand_c[..., 0], cand_c[..., 1], geom, origin)  # (C, N, K)
         delta = vals - refs.to(vals.dtype).t()[:, :, None]
         dist = delta.abs().sum(0) if norm == "l1" else delta.square().sum(0)
         dist = dist.masked_fill(~valid.to(dist.device), float("inf"))
@@ -366,7 +550,8 @@ def track_points(
 
 
 def needed_feature_box(
-    handles: torch.Tensor, r1: float, r2: int, image_size: int, feature_size: int,
+    handles: torch.Tensor, r1: float, r2: int, image_size: ImageSize | None,
+    feature_size: ImageSize | None = None, *, geometry: FeatureGeometry | None = None,
 ) -> tuple[int, int, int, int]:
     """Feature-map box ``(fx0, fy0, fx1, fy1)`` (end exclusive) that one step reads.
 
@@ -374,15 +559,26 @@ def needed_feature_box(
     then evaluates the motion loss around the tracked position, so the
     pixels read lie within ``round(p) +- (r2 + ceil(r1) + 1)``.  Without a
     mask nothing outside this box influences the step.
+
+    Args:
+        image_size: ``H`` or ``(H, W)``.
+        feature_size: the whole map's size (``R`` for a square map on a
+            square image, or ``(h, w)``); or give ``geometry``.
     """
+    if feature_size is None and geometry is None:
+        raise ValueError("give feature_size or geometry")
+    geom = resolve_geometry(None, image_size, feature_size, geometry)
+    H, W = geom.image_size
+    lim = torch.tensor([W - 1, H - 1])
     p = _check_points(handles, "handles").round().long()
     reach = int(r2) + int(math.ceil(r1)) + 1
-    lo = (p - reach).clamp(0, image_size - 1).min(dim=0).values
-    hi = (p + reach).clamp(0, image_size - 1).max(dim=0).values
-    flo = pixel_to_feature(lo.double(), image_size, feature_size).floor().long()
-    fhi = pixel_to_feature(hi.double(), image_size, feature_size).floor().long() + 1
-    fhi = fhi.clamp(max=feature_size - 1)
-    return int(flo[0]), int(flo[1]), int(fhi[0]) + 1, int(fhi[1]) + 1
+    lo = torch.minimum((p - reach).clamp(min=0), lim).min(dim=0).values
+    hi = torch.minimum((p + reach).clamp(min=0), lim).max(dim=0).values
+    fx0 = int(geom.to_map_x(lo[0:1].double()).floor().long()[0])
+    fy0 = int(geom.to_map_y(lo[1:2].double()).floor().long()[0])
+    fx1 = min(int(geom.to_map_x(hi[0:1].double()).floor().long()[0]) + 1, geom.map_width - 1)
+    fy1 = min(int(geom.to_map_y(hi[1:2].double()).floor().long()[0]) + 1, geom.map_height - 1)
+    return fx0, fy0, fx1 + 1, fy1 + 1
 
 
 def stop_distance_for(num_points: int) -> float:

@@ -15,6 +15,13 @@ Boxes are ``(x0, y0, x1, y1)`` in a block's own pixel grid, end exclusive.
 A block's map is ``R x R`` pixels, or ``R x R/2`` (height x width) for a
 non-square generator (``G.synthesis.block_size(R)``); every bound below is
 taken per axis.
+
+:func:`feature_source` and :func:`source_features` are what a drag uses:
+they pick the map (a StyleGAN2 block, or a StyleGAN3 synthesis layer) and
+say where its pixels lie on the image (a
+:class:`~dragkit.drag.core.FeatureGeometry`).  A StyleGAN3 layer is always
+computed whole (its filtered up/down-sampling reaches far; no crop plan),
+then sliced to the box asked for.
 """
 from __future__ import annotations
 
@@ -24,9 +31,13 @@ from typing import Any, Callable
 
 import torch
 
-from ..nets.ops import bias_act, conv2d_resample
+from dataclasses import dataclass
 
-__all__ = ["block_features", "crop_plan", "can_crop"]
+from ..nets.ops import bias_act, conv2d_resample
+from .core import FeatureGeometry
+from .options import feature_channels, feature_choice, image_size
+
+__all__ = ["block_features", "crop_plan", "can_crop", "FeatureSource", "feature_source", "source_features"]
 
 Box = tuple[int, int, int, int]
 Size = tuple[int, int]  # (width, height) of a block's map
@@ -199,3 +210,63 @@ def block_features(
             break
     assert x is not None
     return x, (box[0], box[1])
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """The feature map a drag reads and its placement on the image.
+
+    Attributes:
+        kind: ``'block'`` (StyleGAN2 block output) or ``'layer'`` (StyleGAN3 layer output).
+        index: the block resolution or the layer index.
+        name: ``b128`` or the layer's module name (``L5_84_512``).
+        channels: feature channels.
+        geometry: where the map's pixels lie on the ``H x W`` image: the
+            paper's resize for a block (``R x R`` or ``R x R/2`` map), the
+            layer's centred embedding for StyleGAN3 (``S x S`` map with
+            ``(S - s) / 2`` pixels of margin outside the image).
+    """
+
+    kind: str
+    index: int
+    name: str
+    channels: int
+    geometry: FeatureGeometry
+
+
+def feature_source(G: Any, feature_block: int | None = None, feature_layer: int | None = None) -> FeatureSource:
+    """The map a drag on ``G`` reads (``None`` = the default for the model).
+
+    Raises:
+        SpecError: as :func:`dragkit.drag.options.feature_choice`.
+    """
+    kind, index = feature_choice(G, feature_block, feature_layer)
+    channels = feature_channels(G, kind, index)
+    hw = image_size(G)
+    if kind == "layer":
+        lg = G.synthesis.layer_geometry(index)
+        return FeatureSource(kind, index, lg.name, channels,
+                             FeatureGeometry.embedded(hw, (lg.size, lg.size), lg.sampling_rate))
+    block_size = getattr(G.synthesis, "block_size", _square)
+    return FeatureSource(kind, index, f"b{index}", channels, FeatureGeometry.resized(hw, block_size(index)))
+
+
+def source_features(
+    G: Any, ws: torch.Tensor, src: FeatureSource, box: Box | None = None, *, noise_mode: str = "const",
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The map of ``src`` for codes ``ws`` ``(1, num_ws, w_dim)``, on ``box`` (map pixels, end exclusive) if given.
+
+    Returns:
+        ``(feat (1, C, y1 - y0, x1 - x0), origin (x0, y0))``, as :func:`block_features`.
+    """
+    if src.kind == "block":
+        return block_features(G, ws, src.index, box, noise_mode=noise_mode)
+    _img, feats = G.synthesis.run(ws, noise_mode=noise_mode, feature_layers=[src.index], return_image=False)
+    f = feats[src.index]
+    if box is None:
+        return f, (0, 0)
+    height, width = f.shape[2], f.shape[3]
+    x0, y0, x1, y1 = box
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise ValueError(f"box {box} is not inside the {width}x{height} (width x height) map")
+    return _slice(f, (0, 0, width, height), box), (x0, y0)

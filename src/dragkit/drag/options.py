@@ -7,8 +7,11 @@ and the web app).  The bounds are:
 
 * each option's type and range (:data:`OPTION_RANGES`; the web app offers
   the same table);
-* radii by the image: ``r1`` and ``r2`` at most half the image size (a
-  larger disk or search window covers nothing more);
+* radii by the image: ``r1`` and ``r2`` at most half the image's larger
+  side (a larger disk or search window covers nothing more);
+* the feature map by the network: ``feature_block`` (a StyleGAN2 block
+  resolution) or ``feature_layer`` (a StyleGAN3 synthesis layer), each
+  only on its own kind of network (:func:`feature_choice`);
 * points: at most :data:`MAX_POINTS` pairs, steps: at most :data:`MAX_STEPS`;
 * per-step work: the feature values one step gathers,
   ``points * (5 * |disk(r1)| + |square(r2)|) * channels``, at most
@@ -35,6 +38,11 @@ __all__ = [
     "auto_r2",
     "auto_lambda_mask",
     "auto_feature_block",
+    "auto_feature_layer",
+    "feature_choice",
+    "feature_channels",
+    "image_size",
+    "is_stylegan3",
     "SPACES",
     "TRACKING",
     "NOISE_MODES",
@@ -68,6 +76,7 @@ OPTION_RANGES: dict[str, tuple] = {
     "layers": ("int", 1, 64),
     "tracking": ("choice", TRACKING),
     "feature_block": ("int_or_none", 4, 4096),
+    "feature_layer": ("int_or_none", 0, 64),
     "stop_distance": ("float_or_none", 0.1, 64.0),
     "noise_mode": ("choice", NOISE_MODES),
 }
@@ -135,11 +144,70 @@ def auto_lambda_mask(img_resolution: int) -> float:
     return 5.0 if img_resolution <= 64 else 20.0
 
 
+def image_size(G: Any) -> tuple[int, int]:
+    """``(H, W)`` of a generator's images in pixels: ``(H, H)``, or ``(H, H/2)`` for StyleGAN-Human.
+
+    Every size check of :mod:`dragkit.drag` (points, masks, session files)
+    uses this one rule.
+    """
+    H = int(G.img_resolution)
+    return int(getattr(G, "img_height", H)), int(getattr(G, "img_width", H))
+
+
+def is_stylegan3(G: Any) -> bool:
+    """A StyleGAN3 generator (features come from synthesis layers, not blocks)."""
+    return hasattr(G.synthesis, "layer_geometry")
+
+
+def auto_feature_layer(num_layers: int) -> int:
+    """Default StyleGAN3 feature layer: 5 for the standard 14 layers (the authors' choice), the same depth otherwise.
+
+    ``round(5 * num_layers / 14)``, at least 1 and at most ``num_layers - 1``
+    (the last index is ToRGB).
+    """
+    return int(min(max(1, round(5 * num_layers / 14)), max(num_layers - 1, 0)))
+
+
 def auto_feature_block(block_resolutions: Sequence[int], img_resolution: int) -> int:
     """Default feature block: ``H / 4`` (the paper's b128 at 512 px), at least b16."""
     want = max(16, img_resolution // 4)
     cands = [r for r in block_resolutions if r <= want]
     return max(cands) if cands else min(block_resolutions)
+
+
+def feature_choice(G: Any, feature_block: int | None, feature_layer: int | None) -> tuple[str, int]:
+    """The feature map a drag on ``G`` reads: ``(kind, index)``.
+
+    ``kind`` is ``'block'`` (StyleGAN2: ``index`` = block resolution, the
+    block's output) or ``'layer'`` (StyleGAN3: ``index`` = synthesis layer,
+    its output); None picks the default (:func:`auto_feature_block`,
+    :func:`auto_feature_layer`).
+
+    Raises:
+        SpecError: the option of the other kind of network, or one this model does not have.
+    """
+    if is_stylegan3(G):
+        n = int(G.synthesis.num_layers)  # layers 0 .. n - 1; n is ToRGB
+        if feature_block is not None:
+            raise SpecError(f"option feature_block is for StyleGAN2 models; this StyleGAN3 model drags on a "
+                            f"synthesis layer: use feature_layer (0..{n - 1})")
+        if feature_layer is not None and not 0 <= feature_layer <= n - 1:
+            raise SpecError(f"option feature_layer must be between 0 and {n - 1} for this model, got {feature_layer}")
+        return "layer", int(feature_layer) if feature_layer is not None else auto_feature_layer(n)
+    if feature_layer is not None:
+        raise SpecError("option feature_layer is for StyleGAN3 models; this StyleGAN2 model drags on a "
+                        "synthesis block: use feature_block")
+    blocks = list(G.synthesis.block_resolutions)
+    if feature_block is not None and feature_block not in blocks:
+        raise SpecError(f"option feature_block must be one of {blocks} for this model, got {feature_block}")
+    return "block", int(feature_block) if feature_block is not None else auto_feature_block(blocks, image_size(G)[0])
+
+
+def feature_channels(G: Any, kind: str, index: int) -> int:
+    """Channels of the map :func:`feature_choice` picked."""
+    if kind == "layer":
+        return int(G.synthesis.layer_geometry(index).channels)
+    return int(G.synthesis.block_channels(index))
 
 
 def _disk_size(r1: float) -> int:
@@ -172,8 +240,10 @@ class DragOptions:
         layers: how many of the first codes are optimised; the others are
             held at their values from the start of the drag.
         tracking: ``'l1'`` (paper) or ``'l2'`` (authors' code).
-        feature_block: block resolution whose output is the feature map
-            (None = :func:`auto_feature_block`).
+        feature_block: StyleGAN2: block resolution whose output is the
+            feature map (None = :func:`auto_feature_block`).
+        feature_layer: StyleGAN3: synthesis layer index (0 .. num_layers - 1)
+            whose output is the feature map (None = :func:`auto_feature_layer`).
         stop_distance: stop when every handle is within this many pixels of
             its target (None = the paper's rule, 1 px for up to 5 points,
             2 px otherwise).
@@ -188,6 +258,7 @@ class DragOptions:
     layers: int = 6
     tracking: str = "l1"
     feature_block: int | None = None
+    feature_layer: int | None = None
     stop_distance: float | None = None
     noise_mode: str = "const"
 
@@ -205,21 +276,18 @@ class DragOptions:
             raise SpecError(f"at most {MAX_POINTS} point pairs per drag, got {num_points}")
         if G is None:
             return
-        H = int(G.img_resolution)
-        half = H / 2
+        H, W = image_size(G)
+        half = max(H, W) / 2
         if self.r1 is not None and self.r1 > half:
-            raise SpecError(f"option r1 must be at most {half:g} px (half the {H} px image), got {self.r1:g}")
+            raise SpecError(f"option r1 must be at most {half:g} px (half the {H}x{W} image), got {self.r1:g}")
         if self.r2 is not None and self.r2 > half:
-            raise SpecError(f"option r2 must be at most {int(half)} px (half the {H} px image), got {self.r2}")
+            raise SpecError(f"option r2 must be at most {int(half)} px (half the {H}x{W} image), got {self.r2}")
         if self.layers > G.num_ws:
             raise SpecError(f"option layers must be at most {G.num_ws} for this model, got {self.layers}")
-        blocks = list(G.synthesis.block_resolutions)
-        if self.feature_block is not None and self.feature_block not in blocks:
-            raise SpecError(f"option feature_block must be one of {blocks} for this model, got {self.feature_block}")
+        kind, index = feature_choice(G, self.feature_block, self.feature_layer)
         if num_points:
             r = self.resolved(G)
-            channels = int(G.synthesis.block_channels(r.feature_block))
-            need = step_samples(r.r1, r.r2, num_points, channels)
+            need = step_samples(r.r1, r.r2, num_points, feature_channels(G, kind, index))
             if need > MAX_STEP_SAMPLES:
                 raise SpecError(
                     f"this drag is too large: {num_points} point pairs with r1 = {r.r1:g} px and r2 = {r.r2} px "
@@ -228,9 +296,14 @@ class DragOptions:
                 )
 
     def resolved(self, G: Any) -> "DragOptions":
-        """A copy with every None default replaced by its value for ``G`` (validated)."""
+        """A copy with every None default replaced by its value for ``G`` (validated).
+
+        On a StyleGAN2 model ``feature_layer`` stays None, on a StyleGAN3
+        model ``feature_block`` does.
+        """
         self.validate(G)
-        H = int(G.img_resolution)
+        H = image_size(G)[0]
+        kind, index = feature_choice(G, self.feature_block, self.feature_layer)
         return DragOptions(
             lr=float(self.lr),
             r1=float(self.r1) if self.r1 is not None else auto_r1(H),
@@ -239,8 +312,8 @@ class DragOptions:
             space=self.space,
             layers=int(self.layers),
             tracking=self.tracking,
-            feature_block=int(self.feature_block) if self.feature_block is not None
-            else auto_feature_block(G.synthesis.block_resolutions, H),
+            feature_block=index if kind == "block" else None,
+            feature_layer=index if kind == "layer" else None,
             stop_distance=float(self.stop_distance) if self.stop_distance is not None else None,
             noise_mode=self.noise_mode,
         )

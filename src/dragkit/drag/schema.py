@@ -82,6 +82,9 @@ class ModelInfo(Strict):
 
     name: Optional[Annotated[str, Field(max_length=256)]] = None
     img_resolution: Annotated[int, Field(strict=True, ge=1, le=4096)]
+    #: the image width (``img_resolution // 2`` for StyleGAN-Human); absent in files written before
+    #: non-square models, which are square
+    img_width: Optional[Annotated[int, Field(strict=True, ge=1, le=4096)]] = None
     num_ws: Annotated[int, Field(strict=True, ge=1, le=64)]
     w_dim: Annotated[int, Field(strict=True, ge=1, le=8192)]
 

@@ -39,14 +39,16 @@ from .core import (
     stop_distance_for,
     track_points,
 )
-from .features import block_features
+from .features import FeatureSource, feature_source, source_features
 from .options import (  # re-exported: their home is .options
     MAX_POINTS,
     DragOptions,
     auto_feature_block,
+    auto_feature_layer,
     auto_lambda_mask,
     auto_r1,
     auto_r2,
+    image_size,
 )
 from .schema import MAX_SESSION_BYTES, SESSION_FORMAT, SESSION_VERSION, parse_session_state
 
@@ -59,6 +61,7 @@ __all__ = [
     "auto_r2",
     "auto_lambda_mask",
     "auto_feature_block",
+    "auto_feature_layer",
     "SESSION_FORMAT",
     "MAX_POINTS",
 ]
@@ -132,8 +135,8 @@ def _enc_mask(m: np.ndarray | None) -> dict[str, Any] | None:
     return {"shape": list(m.shape), "packbits": base64.b64encode(np.packbits(m.reshape(-1)).tobytes()).decode("ascii")}
 
 
-def _dec_mask(d: Any, what: str, size: int | None = None) -> np.ndarray | None:
-    """Decode :func:`_enc_mask`'s dict; with ``size``, shape and length are checked first."""
+def _dec_mask(d: Any, what: str, size: tuple[int, int] | None = None) -> np.ndarray | None:
+    """Decode :func:`_enc_mask`'s dict; with ``size = (H, W)``, shape and length are checked first."""
     if d is None:
         return None
     try:
@@ -141,8 +144,8 @@ def _dec_mask(d: Any, what: str, size: int | None = None) -> np.ndarray | None:
         packed = d["packbits"]
         n = math.prod(shape)
         if size is not None:
-            if shape != [size, size]:
-                raise ValueError(f"shape {shape}, the image is {size}x{size}")
+            if shape != list(size):
+                raise ValueError(f"shape {shape}, the image is {size[0]}x{size[1]} (H x W)")
             if not isinstance(packed, str) or len(packed) != _b64_chars((n + 7) // 8):
                 raise ValueError("data length does not match the shape")
         bits = np.frombuffer(base64.b64decode(packed, validate=True), dtype=np.uint8)
@@ -166,11 +169,12 @@ class _Point:
 @dataclass
 class _Drag:
     opts: DragOptions  # resolved
+    src: FeatureSource  # the feature map and its geometry
     w: torch.Tensor  # the optimised codes, (1, k, w_dim) or (1, 1, w_dim)
     held: torch.Tensor  # (1, num_ws - k, w_dim)
     optim: torch.optim.Optimizer
     refs: torch.Tensor  # (N, C) tracking references f_i
-    feat0: torch.Tensor | None  # (1, C, R, R) when the mask term is on
+    feat0: torch.Tensor | None  # (1, C, h, w), the whole map, when the mask term is on
     mask: torch.Tensor | None  # (H, W) bool when the mask term is on
     before: dict[str, Any]  # snapshot for undo
     origins: list[tuple[float, float]]
@@ -187,7 +191,9 @@ class DragSession:
     """Interactive DragGAN editing of one latent.
 
     Args:
-        G: a :class:`dragkit.nets.Generator` (eval mode).
+        G: a :class:`dragkit.nets.Generator` (square or StyleGAN-Human's
+            ``H x H/2``) or :class:`dragkit.nets.StyleGAN3Generator`, in
+            eval mode.  Points are ``[x, y]`` pixels of its ``H x W`` image.
         seed, psi: the starting latent is ``G.ws_from_seed(seed, psi)``.
         options: :class:`DragOptions` (default settings when None).
         device: where to compute; must be the generator's device (None = it).
@@ -284,7 +290,13 @@ class DragSession:
 
     @property
     def resolution(self) -> int:
+        """``H``, the generator's ``img_resolution`` (the image height)."""
         return int(self.G.img_resolution)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the image in pixels."""
+        return image_size(self.G)
 
     @property
     def latent(self) -> torch.Tensor:
@@ -321,11 +333,12 @@ class DragSession:
             x, y = (float(c) for c in v)
         except Exception:
             raise SpecError(f"{what} must be [x, y], got {v!r}") from None
-        H = self.resolution
         if not (math.isfinite(x) and math.isfinite(y)):
             raise SpecError(f"{what} {[x, y]} is not a finite point")
-        if not (0 <= x <= H - 1 and 0 <= y <= H - 1):
-            raise SpecError(f"{what} {[x, y]} lies outside the {H}x{H} image (pixels 0..{H - 1})")
+        H, W = self.image_size
+        if not (0 <= x <= W - 1 and 0 <= y <= H - 1):
+            raise SpecError(f"{what} {[x, y]} lies outside the {W}x{H} (width x height) image "
+                            f"(x 0..{W - 1}, y 0..{H - 1})")
         return x, y
 
     def add_point(self, handle: Sequence[float], target: Sequence[float]) -> int:
@@ -372,9 +385,9 @@ class DragSession:
             if hasattr(mask, "detach"):
                 mask = mask.detach().cpu().numpy()
             m = np.asarray(mask)
-            H = self.resolution
-            if m.shape != (H, H):
-                raise SpecError(f"mask must be {H}x{H} (the image size), got {'x'.join(map(str, m.shape))}")
+            H, W = self.image_size
+            if m.shape != (H, W):
+                raise SpecError(f"mask must be {H}x{W} (H x W, the image size), got {'x'.join(map(str, m.shape))}")
             if m.dtype != bool:
                 if not np.isin(m, (0, 1)).all():
                     raise SpecError("mask must be boolean (or 0/1)")
@@ -405,7 +418,13 @@ class DragSession:
         return self._mask is not None and bool(self._mask.any()) and not bool(self._mask.all())
 
     def _features(self, ws: torch.Tensor, d: _Drag, box: tuple[int, int, int, int] | None):
-        return block_features(self.G, ws, d.opts.feature_block, box, noise_mode=d.opts.noise_mode)
+        return source_features(self.G, ws, d.src, box, noise_mode=d.opts.noise_mode)
+
+    def _box(self, d: _Drag, handles: torch.Tensor, r1: float) -> tuple[int, int, int, int] | None:
+        """The map box a step reads (None = the whole map: a mask is on, cropping is off, or a StyleGAN3 layer)."""
+        if d.mask is not None or not self._crop or d.src.kind != "block":
+            return None
+        return needed_feature_box(handles, r1, d.opts.r2, None, geometry=d.src.geometry)
 
     def check_drag(self) -> None:
         """Raise :class:`SpecError` if a drag of the current points with the current
@@ -432,16 +451,15 @@ class DragSession:
             w = start[:, :k].clone()
         w.requires_grad_(True)
         held = start[:, k:].clone()
-        res = opts.feature_block
-        H = self.resolution
+        src = feature_source(self.G, opts.feature_block, opts.feature_layer)
         with torch.no_grad():
             ws = torch.cat([(w if w.shape[1] == k else w.expand(-1, k, -1)), held], dim=1)
-            feat0, origin = block_features(self.G, ws, res, None, noise_mode=opts.noise_mode)
+            feat0, _origin = source_features(self.G, ws, src, None, noise_mode=opts.noise_mode)
             handles = torch.tensor([p.handle for p in self._points], dtype=torch.float64)
-            refs = sample_features(feat0, handles, H)
+            refs = sample_features(feat0, handles, None, geometry=src.geometry)
         mask_on = self._mask_active()
         self._drag = _Drag(
-            opts=opts, w=w, held=held, optim=torch.optim.Adam([w], lr=opts.lr), refs=refs,
+            opts=opts, src=src, w=w, held=held, optim=torch.optim.Adam([w], lr=opts.lr), refs=refs,
             feat0=feat0 if mask_on else None,
             mask=torch.from_numpy(self._mask).to(self.device) if mask_on else None,
             before=self._snapshot(), origins=[p.handle for p in self._points],
@@ -472,25 +490,23 @@ class DragSession:
         self.begin_drag()
         d = self._drag
         assert d is not None
-        H = self.resolution
-        res = d.opts.feature_block
+        geom = d.src.geometry
         handles = torch.tensor([p.handle for p in self._points], dtype=torch.float64)
         targets = torch.tensor([p.target for p in self._points], dtype=torch.float64)
-        box = None if d.mask is not None or not self._crop else \
-            needed_feature_box(handles, d.opts.r1, d.opts.r2, H, res)
+        box = self._box(d, handles, d.opts.r1)
         ws = d.compose()
         feat, origin = self._features(ws, d, box)
         if d.steps > 0 and not d.tracked:
-            handles = track_points(feat.detach(), handles, d.refs, d.opts.r2, H, norm=d.opts.tracking,
-                                   feature_size=res, origin=origin)
+            handles = track_points(feat.detach(), handles, d.refs, d.opts.r2, None, norm=d.opts.tracking,
+                                   origin=origin, geometry=geom)
             for p, h in zip(self._points, handles.tolist()):
                 p.handle = (float(h[0]), float(h[1]))
         d.tracked = True
         if all(x <= self._stop_distance(d) for x in self._distances()):
             return self._result(d, done=True)
-        loss = motion_supervision_loss(feat, handles, targets, d.opts.r1, H, feature_size=res, origin=origin)
+        loss = motion_supervision_loss(feat, handles, targets, d.opts.r1, None, origin=origin, geometry=geom)
         if d.mask is not None and d.opts.lambda_mask > 0:
-            loss = loss + d.opts.lambda_mask * mask_loss(feat, d.feat0, d.mask, H)
+            loss = loss + d.opts.lambda_mask * mask_loss(feat, d.feat0, d.mask, None, geometry=geom)
         result = self._result(d, done=False)
         if loss.requires_grad:
             (grad,) = torch.autograd.grad(loss, [d.w], allow_unused=True)
@@ -510,14 +526,14 @@ class DragSession:
         d = self._drag
         assert d is not None
         if d.steps > 0 and not d.tracked:
-            H = self.resolution
-            res = d.opts.feature_block
             handles = torch.tensor([p.handle for p in self._points], dtype=torch.float64)
-            box = needed_feature_box(handles, 0.5, d.opts.r2, H, res) if self._crop else None
+            box = None
+            if self._crop and d.src.kind == "block":
+                box = needed_feature_box(handles, 0.5, d.opts.r2, None, geometry=d.src.geometry)
             with torch.no_grad():
                 feat, origin = self._features(d.compose(), d, box)
-            handles = track_points(feat, handles, d.refs, d.opts.r2, H, norm=d.opts.tracking,
-                                   feature_size=res, origin=origin)
+            handles = track_points(feat, handles, d.refs, d.opts.r2, None, norm=d.opts.tracking,
+                                   origin=origin, geometry=d.src.geometry)
             for p, h in zip(self._points, handles.tolist()):
                 p.handle = (float(h[0]), float(h[1]))
             d.tracked = True
@@ -577,7 +593,7 @@ class DragSession:
     def _restore(self, snap: dict[str, Any]) -> None:
         latent = self._check_ws(_dec_tensor(snap["latent"], "latent", self._ws_shape))
         points = self._check_points(snap.get("points", []))
-        m = _dec_mask(snap.get("mask"), "mask", self.resolution)
+        m = _dec_mask(snap.get("mask"), "mask", self.image_size)
         self._set_latent(latent)
         self._points = points
         self._mask = m
@@ -597,9 +613,9 @@ class DragSession:
         lat, mask = snap["latent"], snap.get("mask")
         if list(lat["shape"]) != list(self._ws_shape) or len(lat["data"]) != _b64_chars(4 * math.prod(self._ws_shape)):
             raise DragkitError(f"{what}: latent does not fit this model")
-        H = self.resolution
-        if mask is not None and (list(mask["shape"]) != [H, H] or len(mask["packbits"]) != _b64_chars((H * H + 7) // 8)):
-            raise DragkitError(f"{what}: mask does not fit the {H}x{H} image")
+        H, W = self.image_size
+        if mask is not None and (list(mask["shape"]) != [H, W] or len(mask["packbits"]) != _b64_chars((H * W + 7) // 8)):
+            raise DragkitError(f"{what}: mask does not fit the {H}x{W} (H x W) image")
         self._check_points(snap.get("points", []))
 
     def _set_latent(self, ws: torch.Tensor) -> None:
@@ -643,6 +659,7 @@ class DragSession:
             "model": {
                 "name": getattr(self.G, "model_name", None),
                 "img_resolution": self.resolution,
+                "img_width": self.image_size[1],
                 "num_ws": int(self.G.num_ws),
                 "w_dim": int(self.G.w_dim),
             },
@@ -677,12 +694,15 @@ class DragSession:
         """
         st = parse_session_state(state).model_dump()
         model = st["model"]
-        mine = (self.resolution, int(self.G.num_ws), int(self.G.w_dim))
-        theirs = (model["img_resolution"], model["num_ws"], model["w_dim"])
+        H, W = self.image_size
+        # a file without img_width was written before non-square models: square
+        mine = (H, W, int(self.G.num_ws), int(self.G.w_dim))
+        theirs = (model["img_resolution"], model.get("img_width") or model["img_resolution"], model["num_ws"],
+                  model["w_dim"])
         if theirs != mine:
             raise DragkitError(
-                f"session was made for a {theirs[0]} px model with {theirs[1]}x{theirs[2]} codes; "
-                f"this one is {mine[0]} px with {mine[1]}x{mine[2]}"
+                f"session was made for a {theirs[0]}x{theirs[1]} px model with {theirs[2]}x{theirs[3]} codes; "
+                f"this one is {mine[0]}x{mine[1]} px with {mine[2]}x{mine[3]}"
             )
         options = DragOptions.from_dict(dict(st["options"]))
         options.validate(self.G, num_points=len(st["points"]) or None)

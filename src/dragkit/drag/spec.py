@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -135,15 +135,25 @@ def load_spec(path: str | os.PathLike[str]) -> EditSpec:
     return parse_spec(data, p.parent)
 
 
-def load_mask_image(path: Path, resolution: int) -> np.ndarray:
-    """A mask image -> ``(H, W)`` bool, white (>= 128) = flexible; must be ``resolution`` square.
+def _hw(size: int | Sequence[int]) -> tuple[int, int]:
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
-    Read with :func:`dragkit.images.read_mask`: the size is checked from the
-    header before anything is decoded (a decompression bomb costs nothing).
+
+def load_mask_image(path: Path, size: int | Sequence[int]) -> np.ndarray:
+    """A mask image -> ``(H, W)`` bool, white (>= 128) = flexible; must be the image's size.
+
+    ``size`` is ``(H, W)`` (``dragkit.drag.options.image_size(G)``) or ``H``
+    for a square image.  Read with :func:`dragkit.images.read_mask`: the
+    size is checked from the header before anything is decoded (a
+    decompression bomb costs nothing).
+
+    Raises:
+        ImageError: unreadable, or another size ("must be WxH pixels").
     """
     from ..images import read_mask
 
-    return read_mask(path, resolution, what=f"mask {path}")
+    H, W = _hw(size)
+    return read_mask(path, (W, H), what=f"mask {path}")
 
 
 def load_latent_npy(path: Path, num_ws: int, w_dim: int) -> np.ndarray:
@@ -167,12 +177,20 @@ def load_latent_npy(path: Path, num_ws: int, w_dim: int) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def check_points(spec: EditSpec, resolution: int) -> None:
-    """Every point inside the ``resolution`` image."""
+def check_points(spec: EditSpec, size: int | Sequence[int]) -> None:
+    """Every point inside the image: ``0 <= x <= W - 1``, ``0 <= y <= H - 1``.
+
+    ``size`` is ``(H, W)`` or ``H`` for a square image.
+
+    Raises:
+        SpecError: naming the first point outside (``points[0].target [40, 3] lies outside the
+            32x64 (width x height) image ...``).
+    """
+    H, W = _hw(size)
     for i, (h, t) in enumerate(spec.points):
         for name, (x, y) in (("handle", h), ("target", t)):
-            if not (0 <= x <= resolution - 1 and 0 <= y <= resolution - 1):
+            if not (0 <= x <= W - 1 and 0 <= y <= H - 1):
                 raise SpecError(
-                    f"points[{i}].{name} [{x:g}, {y:g}] lies outside the {resolution}x{resolution} image "
-                    f"(pixels 0..{resolution - 1})"
+                    f"points[{i}].{name} [{x:g}, {y:g}] lies outside the {W}x{H} (width x height) image "
+                    f"(x 0..{W - 1}, y 0..{H - 1})"
                 )

@@ -80,7 +80,7 @@ def parse_value(key: str, text: str) -> Any:
         return None
     sample = getattr(_DEFAULTS, key)
     kind = {"lr": float, "r1": float, "r2": int, "lambda_mask": float, "layers": int, "feature_block": int,
-            "stop_distance": float}.get(key, type(sample))
+            "feature_layer": int, "stop_distance": float}.get(key, type(sample))
     try:
         if kind is int:
             v = float(t)

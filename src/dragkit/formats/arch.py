@@ -41,8 +41,10 @@ __all__ = [
     "MAX_FEATURES",
     "MAX_ELEMENTS",
     "GeneratorArch",
+    "StyleGAN3Arch",
     "DiscriminatorArch",
     "check_generator_kwargs",
+    "check_stylegan3_kwargs",
     "check_discriminator_kwargs",
     "build_bounded",
     "compare_shapes",
@@ -135,6 +137,82 @@ class GeneratorArch(_Strict):
         return self
 
 
+class StyleGAN3MappingArch(_Strict):
+    """``mapping_kwargs`` of :class:`dragkit.nets.StyleGAN3Generator` (NVIDIA's defaults)."""
+
+    num_layers: Annotated[int, Field(strict=True, ge=1, le=MAX_MAPPING_LAYERS)] = 2
+    lr_multiplier: Annotated[float, Field(gt=0, le=1e4, allow_inf_nan=False)] = 0.01
+    w_avg_beta: Optional[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] = 0.998
+
+
+#: Most synthesis layers of a StyleGAN3 generator accepted (NVIDIA: 14).
+MAX_STYLEGAN3_LAYERS = 64
+
+
+class StyleGAN3SynthesisArch(_Strict):
+    """Synthesis arguments of :class:`dragkit.nets.StyleGAN3Generator` (NVIDIA's names and defaults).
+
+    The bounds keep every derived size small: sampling rates are powers of
+    two between 1 and ``img_resolution``, maps at most ``img_resolution +
+    2 * margin_size`` pixels, FIR filters at most ``filter_size *
+    lrelu_upsampling * (rate ratio)`` taps.
+    """
+
+    channel_base: Annotated[int, Field(strict=True, ge=1, le=2**24)] = 32768
+    channel_max: _Features = 512
+    num_layers: Annotated[int, Field(strict=True, ge=1, le=MAX_STYLEGAN3_LAYERS)] = 14
+    num_critical: Annotated[int, Field(strict=True, ge=0, le=MAX_STYLEGAN3_LAYERS)] = 2
+    first_cutoff: Annotated[float, Field(gt=0, le=MAX_RESOLUTION, allow_inf_nan=False)] = 2
+    first_stopband: Annotated[float, Field(ge=0.5, le=2 * MAX_RESOLUTION, allow_inf_nan=False)] = 2**2.1
+    last_stopband_rel: Annotated[float, Field(ge=1, le=16, allow_inf_nan=False)] = 2**0.3
+    margin_size: Annotated[int, Field(strict=True, ge=0, le=256)] = 10
+    output_scale: Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False)] = 0.25
+    num_fp16_res: Annotated[int, Field(strict=True, ge=0, le=MAX_STYLEGAN3_LAYERS)] = 4
+    conv_kernel: Annotated[int, Field(strict=True, ge=1, le=7)] = 3
+    filter_size: Annotated[int, Field(strict=True, ge=1, le=16)] = 6
+    lrelu_upsampling: Annotated[int, Field(strict=True, ge=1, le=8)] = 2
+    use_radial_filters: bool = False
+    conv_clamp: Optional[Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]] = 256
+    magnitude_ema_beta: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.999
+    use_fp16: Optional[bool] = None  # NVIDIA speed switch: no effect on the maths
+
+    @field_validator("conv_kernel")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 != 1:
+            raise ValueError("must be odd")
+        return v
+
+    @model_validator(mode="after")
+    def _critical(self) -> "StyleGAN3SynthesisArch":
+        if self.num_critical >= self.num_layers:
+            raise ValueError(f"num_critical ({self.num_critical}) must be below num_layers ({self.num_layers})")
+        return self
+
+
+class StyleGAN3Arch(_Strict):
+    """Constructor arguments of :class:`dragkit.nets.StyleGAN3Generator`, every field bounded."""
+
+    z_dim: Annotated[int, Field(strict=True, ge=0, le=MAX_FEATURES)]
+    c_dim: Annotated[int, Field(strict=True, ge=0, le=MAX_C_DIM)] = 0
+    w_dim: _Features
+    img_resolution: Annotated[int, Field(strict=True, ge=4, le=MAX_RESOLUTION)]
+    img_channels: Annotated[int, Field(strict=True, ge=1, le=16)] = 3
+    mapping_kwargs: StyleGAN3MappingArch = StyleGAN3MappingArch()
+    synthesis_kwargs: StyleGAN3SynthesisArch = StyleGAN3SynthesisArch()
+
+    @field_validator("img_resolution")
+    @classmethod
+    def _pow2(cls, v: int) -> int:
+        return _power_of_two(v, 4)
+
+    @model_validator(mode="after")
+    def _latent(self) -> "StyleGAN3Arch":
+        if self.z_dim == 0 and self.c_dim == 0:
+            raise ValueError("z_dim and c_dim cannot both be 0")
+        return self
+
+
 class DiscriminatorArch(_Strict):
     """Constructor arguments of :class:`dragkit.nets.discriminator.Discriminator`."""
 
@@ -164,10 +242,11 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 _SYNTHESIS_KEYS = frozenset(SynthesisArch.model_fields)
+_SG3_SYNTHESIS_KEYS = frozenset(StyleGAN3SynthesisArch.model_fields)
 
 
 def check_generator_kwargs(kwargs: Any, source: str) -> dict[str, Any]:
-    """Validate a generator config; returns it normalised (synthesis kwargs nested).
+    """Validate a StyleGAN2 generator config; returns it normalised (synthesis kwargs nested).
 
     Synthesis arguments passed flat (the stylegan3 code base's
     ``networks_stylegan2.Generator``) are moved under ``synthesis_kwargs``.
@@ -175,10 +254,23 @@ def check_generator_kwargs(kwargs: Any, source: str) -> dict[str, Any]:
     Raises:
         CheckpointError: naming the first bad field, its problem and value.
     """
+    return _check_nested(kwargs, source, _SYNTHESIS_KEYS, GeneratorArch)
+
+
+def check_stylegan3_kwargs(kwargs: Any, source: str) -> dict[str, Any]:
+    """Validate a StyleGAN3 generator config (flat synthesis arguments as NVIDIA records them, or nested).
+
+    Raises:
+        CheckpointError: naming the first bad field, its problem and value.
+    """
+    return _check_nested(kwargs, source, _SG3_SYNTHESIS_KEYS, StyleGAN3Arch)
+
+
+def _check_nested(kwargs: Any, source: str, synthesis_keys: frozenset, schema: type[BaseModel]) -> dict[str, Any]:
     if not isinstance(kwargs, Mapping):
         raise CheckpointError(f"{source}: the architecture config is not an object")
     kw = dict(kwargs)
-    flat = {k: kw.pop(k) for k in list(kw) if k in _SYNTHESIS_KEYS}
+    flat = {k: kw.pop(k) for k in list(kw) if k in synthesis_keys}
     nested = kw.get("synthesis_kwargs")
     if flat:
         if nested is not None and not isinstance(nested, Mapping):
@@ -191,7 +283,7 @@ def check_generator_kwargs(kwargs: Any, source: str) -> dict[str, Any]:
         if kw.get(key) is None:
             kw.pop(key, None)
     try:
-        arch = GeneratorArch.model_validate(kw)
+        arch = schema.model_validate(kw)
     except ValidationError as exc:
         raise CheckpointError(f"{source}: bad architecture field {_validation_message(exc)}") from None
     return _dump(arch, kw)
@@ -208,7 +300,7 @@ def check_discriminator_kwargs(kwargs: Any, source: str) -> dict[str, Any]:
     return arch.model_dump()
 
 
-def _dump(arch: GeneratorArch, given: Mapping[str, Any]) -> dict[str, Any]:
+def _dump(arch: BaseModel, given: Mapping[str, Any]) -> dict[str, Any]:
     """The validated config with only the keys that were given (defaults stay implicit)."""
     out = arch.model_dump(exclude_unset=True)
     for key in ("mapping_kwargs", "synthesis_kwargs"):

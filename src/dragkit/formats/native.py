@@ -16,14 +16,29 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import CheckpointError
-from ..nets import Generator
+from ..nets import Generator, StyleGAN3Generator
 from ..nets.discriminator import Discriminator
 from ..utils import atomic_write_bytes as _atomic_write_bytes
-from .arch import build_bounded, check_discriminator_kwargs, check_generator_kwargs, compare_shapes, total_elements
+from .arch import (
+    build_bounded,
+    check_discriminator_kwargs,
+    check_generator_kwargs,
+    check_stylegan3_kwargs,
+    compare_shapes,
+    total_elements,
+)
 
 FORMAT_NAME = "dragkit-native"
 FORMAT_VERSION = 1
 _INIT_KEYS = {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs"}
+
+#: Network families a config may name: ``network`` -> (class, config check).  Files
+#: written before the field existed hold StyleGAN2 generators.
+NETWORKS: dict[str, tuple[type, Any]] = {
+    Generator.network_name: (Generator, check_generator_kwargs),
+    StyleGAN3Generator.network_name: (StyleGAN3Generator, check_stylegan3_kwargs),
+}
+DEFAULT_NETWORK = Generator.network_name
 
 
 def native_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -63,8 +78,12 @@ def save_native(
 ) -> tuple[Path, Path]:
     """Save generator ``G`` as ``path.safetensors`` + ``path.json``.
 
+    The JSON records the network family (``G.network_name``:
+    ``stylegan2.Generator`` or ``stylegan3.Generator``) beside its
+    ``init_kwargs``, so :func:`load_native` rebuilds the same class.
+
     Args:
-        G: a :class:`dragkit.nets.Generator`.
+        G: a :class:`dragkit.nets.Generator` or :class:`dragkit.nets.StyleGAN3Generator`.
         path: stem (``models/toy``) or either file's name.
         metadata: JSON-able extras (training data, licence, ...).
         dtype: storage dtype for float tensors (e.g. ``torch.float16``);
@@ -73,11 +92,19 @@ def save_native(
     config = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
-        "network": "stylegan2.Generator",
+        "network": _network_name(G),
         "init_kwargs": G.init_kwargs,
         "metadata": dict(metadata or {}),
     }
     return save_state_native(G.state_dict(), config, path, dtype=dtype)
+
+
+def _network_name(G: Any) -> str:
+    name = getattr(G, "network_name", None)
+    if name not in NETWORKS:
+        raise CheckpointError(f"cannot save a {type(G).__name__}: not a dragkit generator "
+                              f"(known networks: {', '.join(NETWORKS)})")
+    return name
 
 
 #: Largest JSON config read (real ones are about a kilobyte).
@@ -114,6 +141,9 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         "z_dim", "w_dim", "img_resolution"
     }.issubset(kwargs):
         raise CheckpointError(f"{cfg_path}: init_kwargs missing or malformed")
+    network = cfg.get("network", DEFAULT_NETWORK)
+    if not isinstance(network, str) or network not in NETWORKS:
+        raise CheckpointError(f"{cfg_path}: unknown network {str(network)[:60]!r}; known: {', '.join(NETWORKS)}")
     return cfg
 
 
@@ -140,19 +170,25 @@ def load_state_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor]
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
 
 
-def build_generator(init_kwargs: Mapping[str, Any], source: str, holds: int) -> Generator:
+def build_generator(init_kwargs: Mapping[str, Any], source: str, holds: int,
+                    network: str = DEFAULT_NETWORK) -> Generator:
     """Construct a generator from recorded kwargs, every field checked first (:mod:`.arch`).
 
     Args:
         holds: how many tensor elements the file stores for it; the
             construction never allocates much more (a hostile config cannot
             ask for 360 GB).
+        network: ``'stylegan2.Generator'`` (default) or ``'stylegan3.Generator'``;
+            picks the class and its config schema.
 
     Raises:
-        CheckpointError: a bad field (named) or a network bigger than the file.
+        CheckpointError: an unknown network, a bad field (named) or a network bigger than the file.
     """
-    kwargs = check_generator_kwargs(init_kwargs, source)
-    return build_bounded(Generator, kwargs, holds, source, "generator")  # type: ignore[return-value]
+    if network not in NETWORKS:
+        raise CheckpointError(f"{source}: unknown network {network!r}; known: {', '.join(NETWORKS)}")
+    factory, check = NETWORKS[network]
+    kwargs = check(init_kwargs, source)
+    return build_bounded(factory, kwargs, holds, source, "generator")  # type: ignore[return-value]
 
 
 def read_state_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
@@ -177,14 +213,16 @@ def _first_line(exc: BaseException) -> str:
 def load_native(path: str | os.PathLike[str]) -> Generator:
     """Load a native checkpoint (stem or either file) as an eval-mode generator.
 
-    The JSON config is checked field by field, the network is built within
+    The class comes from the config's ``network`` (StyleGAN2 when absent, as
+    in files written before it was recorded).  The JSON config is checked field by field, the network is built within
     what the safetensors header declares, and names and shapes are compared
     before any tensor data is read.
     """
     cfg = read_config(path)
     weights, _ = native_paths(path)
     shapes = read_state_shapes(path)
-    G = build_generator(cfg["init_kwargs"], str(weights), holds=total_elements(shapes))
+    G = build_generator(cfg["init_kwargs"], str(weights), holds=total_elements(shapes),
+                        network=cfg.get("network", DEFAULT_NETWORK))
     compare_shapes({k: tuple(v.shape) for k, v in G.state_dict().items()}, shapes, str(weights))
     load_state_strict(G, read_state(path), str(weights))
     G.eval().requires_grad_(False)

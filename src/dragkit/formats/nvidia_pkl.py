@@ -39,11 +39,11 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..nets import Generator
-from .arch import build_bounded, check_discriminator_kwargs, total_elements
+from ..nets import Generator, StyleGAN3Generator
+from .arch import build_bounded, check_discriminator_kwargs, check_generator_kwargs, total_elements
 from .native import build_generator, load_state_strict
 from .safe_pickle import MAX_DEPTH as _MAX_DEPTH
-from .safe_pickle import EasyDict, PersistentRecord, safe_unpickle
+from .safe_pickle import EasyDict, PersistentRecord, TFNetworkRecord, safe_unpickle
 from .safe_pickle import PlainModuleRecord as _PlainModuleRecord
 
 __all__ = [
@@ -51,7 +51,12 @@ __all__ = [
     "read_nvidia_pkl",
     "safe_unpickle",
     "PersistentRecord",
+    "TFNetworkRecord",
     "EasyDict",
+    "is_stylegan3_state",
+    "stylegan3_kwargs_from_record",
+    "square_from_shapes",
+    "decide_square",
     "generator_state_from_record",
     "init_kwargs_from_record",
     "infer_init_kwargs",
@@ -64,6 +69,9 @@ _MAX_MODULES = 100_000
 _MAX_KWARG_NODES = 10_000
 _TRAINING_ONLY_MAPPING_KEYS = ("freeze_layers", "freeze_embed")
 _GENERATOR_KEYS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs")
+#: StyleGAN-Human's ``training/networks.py`` Generator: ``square`` is the fifth positional argument.
+_HUMAN_KEYS = ("z_dim", "c_dim", "w_dim", "img_resolution", "square", "img_channels", "mapping_kwargs",
+               "synthesis_kwargs", "padding")
 
 
 # --------------------------------------------------------------------------
@@ -143,9 +151,14 @@ def _plain(value: Any, where: str, source: str, _budget: list[int] | None = None
 def init_kwargs_from_record(rec: PersistentRecord, source: str = "<pickle>") -> dict[str, Any] | None:
     """The generator's constructor arguments as recorded, or None if absent.
 
-    Positional ``_init_args`` are mapped onto NVIDIA's parameter order.
-    ``synthesis_kwargs`` passed flat (stylegan3 code base) stay flat; the
-    dragkit :class:`~dragkit.nets.Generator` accepts both.
+    Positional ``_init_args`` are mapped onto NVIDIA's parameter order, or
+    onto StyleGAN-Human's ``(z_dim, c_dim, w_dim, img_resolution, square,
+    img_channels, ...)`` when the fifth one is a bool.  StyleGAN-Human's
+    top-level ``square`` moves into the synthesis arguments (dragkit's
+    :class:`~dragkit.nets.Generator` takes it there); its ``padding`` (pad
+    the image to a square for display) is dropped: dragkit shows the native
+    ``H x W`` image.  ``synthesis_kwargs`` passed flat (stylegan3 code
+    base) stay flat; dragkit's generators accept both.
     """
     kwargs = rec.state.get("_init_kwargs")
     args = rec.state.get("_init_args") or ()
@@ -154,9 +167,10 @@ def init_kwargs_from_record(rec: PersistentRecord, source: str = "<pickle>") -> 
     if not isinstance(kwargs, dict) or not isinstance(args, (tuple, list)):
         raise CheckpointError(f"{source}: malformed recorded init arguments of {rec.class_name}")
     out = _plain(dict(kwargs), "_init_kwargs", source)
-    if len(args) > len(_GENERATOR_KEYS):
+    order = _HUMAN_KEYS if len(args) >= 5 and isinstance(args[4], (bool, np.bool_)) else _GENERATOR_KEYS
+    if len(args) > len(order):
         raise CheckpointError(f"{source}: too many positional init arguments for Generator")
-    for key, value in zip(_GENERATOR_KEYS, args):
+    for key, value in zip(order, args):
         if key in out:
             raise CheckpointError(f"{source}: init argument {key!r} given twice")
         out[key] = _plain(value, f"_init_args.{key}", source)
@@ -166,6 +180,22 @@ def init_kwargs_from_record(rec: PersistentRecord, source: str = "<pickle>") -> 
     if isinstance(mapping, dict):  # fine-tuning options of popular forks; no effect on inference
         for key in _TRAINING_ONLY_MAPPING_KEYS:
             mapping.pop(key, None)
+    padding = out.pop("padding", None)
+    if padding is not None and not isinstance(padding, bool):
+        raise CheckpointError(f"{source}: bad architecture field padding: not a bool (got {padding!r:.40})")
+    if "square" in out:
+        square = out.pop("square")
+        if not isinstance(square, bool):
+            raise CheckpointError(f"{source}: bad architecture field square: not a bool (got {square!r:.40})")
+        syn = out.get("synthesis_kwargs")
+        if isinstance(syn, dict):
+            if syn.get("square", square) != square:
+                raise CheckpointError(f"{source}: the recorded arguments give square twice, as {square} and {syn['square']}")
+            syn["square"] = square
+        elif syn is None:
+            out["square"] = square  # flat synthesis arguments
+        else:
+            raise CheckpointError(f"bad architecture field synthesis_kwargs: not an object (got {syn!r:.40})")
     return out
 
 
@@ -177,10 +207,12 @@ def infer_init_kwargs(state: Mapping[str, torch.Tensor], source: str = "<checkpo
     """Infer a StyleGAN2 generator's architecture from its tensors (NVIDIA names).
 
     Reads z/w/c dims and mapping depth from ``mapping.*``, the resolution,
-    channel counts (-> ``channel_base``/``channel_max``), image channels and
-    architecture (``skip``/``resnet``/``orig``) from ``synthesis.*``.  What
-    shapes cannot tell (``lr_multiplier``, ``conv_clamp``) takes NVIDIA's
-    inference defaults (0.01, None).
+    channel counts (-> ``channel_base``/``channel_max``), image channels,
+    architecture (``skip``/``resnet``/``orig``) and the aspect
+    (:func:`square_from_shapes`: a ``C x 4 x 2`` constant is StyleGAN-Human's
+    ``square=False``) from ``synthesis.*``.  What shapes cannot tell
+    (``lr_multiplier``, ``conv_clamp``) takes NVIDIA's inference defaults
+    (0.01, None).
 
     Raises:
         CheckpointError: a tensor the inference needs is missing, or the
@@ -247,6 +279,8 @@ def infer_init_kwargs(state: Mapping[str, torch.Tensor], source: str = "<checkpo
         "architecture": architecture,
         "conv_clamp": None,
     }
+    if not square_from_shapes(state, source):
+        synthesis_kwargs["square"] = False
     if "synthesis.b4.conv1.noise_strength" not in state:
         synthesis_kwargs["use_noise"] = False
     ks = int(need("synthesis.b4.conv1.weight").shape[-1])
@@ -261,6 +295,75 @@ def infer_init_kwargs(state: Mapping[str, torch.Tensor], source: str = "<checkpo
         "mapping_kwargs": mapping_kwargs,
         "synthesis_kwargs": synthesis_kwargs,
     }
+
+
+def square_from_shapes(state: Mapping[str, torch.Tensor], source: str = "<checkpoint>") -> bool:
+    """Whether a StyleGAN2 state dict is square, from ``synthesis.b4.const``.
+
+    ``C x 4 x 4``: square (NVIDIA); ``C x 4 x 2``: StyleGAN-Human's
+    ``square=False`` layout (every map ``R x R/2``, images ``H x H/2``).
+
+    Raises:
+        CheckpointError: the constant is missing or has any other shape.
+    """
+    const = state.get("synthesis.b4.const")
+    if const is None:
+        raise CheckpointError(f"{source}: missing tensor 'synthesis.b4.const'")
+    shape = tuple(int(d) for d in const.shape)
+    if len(shape) == 3 and shape[1:] == (4, 4):
+        return True
+    if len(shape) == 3 and shape[1:] == (4, 2):
+        return False
+    raise CheckpointError(f"{source}: tensor 'synthesis.b4.const' has shape {list(shape)}; expected "
+                          "[C, 4, 4] (square) or [C, 4, 2] (StyleGAN-Human's H x H/2 layout)")
+
+
+def _recorded_square(kwargs: Mapping[str, Any], rec: PersistentRecord) -> bool | None:
+    """``square`` as the record says it (kwargs, else the attributes the modules stored), or None."""
+    syn = kwargs.get("synthesis_kwargs")
+    if isinstance(syn, dict) and isinstance(syn.get("square"), bool):
+        return syn["square"]
+    if isinstance(kwargs.get("square"), bool):
+        return kwargs["square"]
+    for node in (rec, _submodule(rec, "synthesis")):
+        value = node.state.get("square") if node is not None else None
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+    return None
+
+
+def decide_square(kwargs: dict[str, Any], rec: PersistentRecord, state: Mapping[str, torch.Tensor],
+                  source: str) -> dict[str, Any]:
+    """Set the StyleGAN2 kwargs' ``square`` from the tensor shapes; refuse records that disagree.
+
+    The released StyleGAN-Human pickles need not record ``square`` (the
+    authors' loader passes ``square=False`` itself), so the shape of
+    ``synthesis.b4.const`` decides; a record that does say it and disagrees
+    with the shapes is one clear error.
+    """
+    if "synthesis.b4.const" not in state:
+        return kwargs  # the strict load names the missing tensor
+    shaped = square_from_shapes(state, source)
+    recorded = _recorded_square(kwargs, rec)
+    if recorded is not None and recorded != shaped:
+        raise CheckpointError(
+            f"{source}: the recorded architecture says square={recorded}, but tensor 'synthesis.b4.const' has shape "
+            f"{list(state['synthesis.b4.const'].shape)} ({'a square' if shaped else 'an H x H/2 (StyleGAN-Human)'} "
+            "layout); the file is inconsistent")
+    syn = kwargs.get("synthesis_kwargs")
+    if isinstance(syn, dict):
+        syn = dict(syn)
+        if shaped:
+            syn.pop("square", None)
+        else:
+            syn["square"] = False
+        kwargs["synthesis_kwargs"] = syn
+        kwargs.pop("square", None)
+    elif shaped:
+        kwargs.pop("square", None)
+    else:
+        kwargs["square"] = False
+    return kwargs
 
 
 def _submodule(rec: Any, *names: str) -> Any:
@@ -320,7 +423,10 @@ def apply_recorded_attributes(kwargs: dict[str, Any], rec: PersistentRecord, img
 def read_nvidia_pkl(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Safely unpickle an NVIDIA snapshot; returns the top-level dict.
 
-    Networks in it are :class:`PersistentRecord` objects (data only).
+    Networks in it are :class:`PersistentRecord` objects (data only).  A
+    TensorFlow-era pickle - a ``(G, D, Gs)`` tuple of
+    ``dnnlib.tflib.network.Network`` objects - comes back as
+    ``{'G': ..., 'D': ..., 'Gs': ...}`` of :class:`TFNetworkRecord` (data only).
     """
     p = Path(path)
     source = str(p)
@@ -329,41 +435,63 @@ def read_nvidia_pkl(path: str | os.PathLike[str]) -> dict[str, Any]:
             data = safe_unpickle(f, source)
     except OSError as exc:
         raise CheckpointError(f"{source}: cannot read ({exc.strerror})") from None
+    if isinstance(data, tuple) and any(isinstance(x, TFNetworkRecord) for x in data):
+        if len(data) != 3 or not all(isinstance(x, TFNetworkRecord) for x in data):
+            raise CheckpointError(f"{source}: a TensorFlow network pickle holds a (G, D, Gs) tuple of networks; "
+                                  f"this one holds a {len(data)}-tuple of other things")
+        return {"G": data[0], "D": data[1], "Gs": data[2]}
     if not isinstance(data, dict):
         raise CheckpointError(f"{source}: not an NVIDIA network pickle (top level is {type(data).__name__}, expected a dict with 'G_ema')")
     return data
 
 
-def _select_generator(data: Mapping[str, Any], source: str) -> tuple[str, PersistentRecord]:
-    for key in ("G_ema", "G"):
+def _select_generator(data: Mapping[str, Any], source: str) -> tuple[str, PersistentRecord | TFNetworkRecord]:
+    for key in ("G_ema", "Gs", "G"):
         rec = data.get(key)
         if rec is None:
             continue
-        if not isinstance(rec, PersistentRecord):
+        if not isinstance(rec, (PersistentRecord, TFNetworkRecord)):
             raise CheckpointError(f"{source}: {key!r} is not an NVIDIA network object")
         return key, rec
     keys = ", ".join(sorted(str(k) for k in data)) or "(none)"
     raise CheckpointError(f"{source}: no generator in pickle (expected 'G_ema' or 'G'; found {keys})")
 
 
-def load_nvidia_pkl(path: str | os.PathLike[str]) -> Generator:
-    """Load the generator of an NVIDIA StyleGAN2 pickle as an eval-mode :class:`Generator`.
+def is_stylegan3_state(state: Mapping[str, Any]) -> bool:
+    """Whether NVIDIA-named tensors are a StyleGAN3 generator's (Fourier input, ``L{i}_`` layers)."""
+    return "synthesis.input.affine.weight" in state or any(k.startswith("synthesis.L0_") for k in state)
 
-    Uses ``G_ema`` (falls back to ``G``).  Never executes code from the file.
+
+def load_nvidia_pkl(path: str | os.PathLike[str]) -> torch.nn.Module:
+    """Load the generator of an NVIDIA pickle as an eval-mode dragkit generator.
+
+    * stylegan2-ada-pytorch / stylegan3-code-base StyleGAN2 snapshots (and
+      StyleGAN-Human's non-square ones): :class:`dragkit.nets.Generator`;
+    * stylegan3 code base ``networks_stylegan3`` snapshots (configs T, R):
+      :class:`dragkit.nets.StyleGAN3Generator`;
+    * TensorFlow-era ``(G, D, Gs)`` pickles of NVIDIA's ``stylegan2`` /
+      TF ``stylegan2-ada``: :class:`dragkit.nets.Generator` converted from
+      ``Gs`` by :mod:`.tf_pkl`.
+
+    Uses ``G_ema`` (``Gs``; falls back to ``G``).  Never executes code from
+    the file.  ``G.dragkit_metadata["source_format"]`` is ``'nvidia-pkl'``
+    or ``'tf-pkl'``.
 
     Raises:
-        CheckpointError: refused global (named), corrupt/truncated file, not a
-            StyleGAN2 generator, or a tensor that does not fit the recorded
+        CheckpointError: refused global (named), corrupt/truncated file, an
+            unsupported network, or a tensor that does not fit the recorded
             architecture (named).
     """
     source = str(path)
     data = read_nvidia_pkl(path)
     key, rec = _select_generator(data, source)
+    if isinstance(rec, TFNetworkRecord):
+        return _load_tf_generator(key, rec, source)
     state = generator_state_from_record(rec, source)
     if rec.class_name != "Generator":
-        raise CheckpointError(f"{source}: {key!r} is a {rec.class_name!r}, not a StyleGAN2 Generator")
-    if "synthesis.input.affine.weight" in state or any(k.startswith("synthesis.L0_") for k in state):
-        raise CheckpointError(f"{source}: this is a StyleGAN3 (alias-free) generator; dragkit supports StyleGAN2 generators only")
+        raise CheckpointError(f"{source}: {key!r} is a {rec.class_name!r}, not a StyleGAN Generator")
+    if is_stylegan3_state(state):
+        return _load_stylegan3(key, rec, state, source)
     kwargs = init_kwargs_from_record(rec, source)
     inferred = kwargs is None
     if inferred:
@@ -372,6 +500,7 @@ def load_nvidia_pkl(path: str | os.PathLike[str]) -> Generator:
         kwargs = apply_recorded_attributes(kwargs, rec)
     except CheckpointError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
+    kwargs = decide_square(check_generator_kwargs(kwargs, source), rec, state, source)
     G = build_generator(kwargs, source, holds=total_elements({k: v.shape for k, v in state.items()}))
     load_state_strict(G, state, source)
     G.eval().requires_grad_(False)
@@ -379,6 +508,89 @@ def load_nvidia_pkl(path: str | os.PathLike[str]) -> Generator:
         "source_format": "nvidia-pkl",
         "network": key,
         "architecture_from": "shapes" if inferred else "_init_kwargs",
+    }
+    return G
+
+
+def _load_tf_generator(key: str, rec: TFNetworkRecord, source: str) -> Generator:
+    from .tf_pkl import convert_tf_generator, tf_network_state
+
+    conv = convert_tf_generator(tf_network_state(rec, source), source)
+    G = build_generator(conv.init_kwargs, source, holds=total_elements({k: v.shape for k, v in conv.state_dict.items()}))
+    load_state_strict(G, conv.state_dict, source)
+    G.eval().requires_grad_(False)
+    G.dragkit_metadata = {  # type: ignore[attr-defined]
+        "source_format": "tf-pkl",
+        "network": key,
+        "architecture_from": "static_kwargs",
+    }
+    return G
+
+
+def _synthesis_kwargs_of(kwargs: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The synthesis arguments (nested dict, or the kwargs themselves when flat) and whether they are flat."""
+    syn = kwargs.get("synthesis_kwargs")
+    if syn is None:
+        return kwargs, True
+    if not isinstance(syn, dict):
+        raise CheckpointError(f"bad architecture field synthesis_kwargs: not an object (got {syn!r:.40})")
+    return syn, False
+
+
+def stylegan3_kwargs_from_record(rec: PersistentRecord, source: str = "<pickle>") -> dict[str, Any]:
+    """A StyleGAN3 generator record's constructor arguments, completed by what its modules recorded.
+
+    The recorded ``_init_kwargs`` (flat synthesis arguments, as NVIDIA's
+    ``train.py`` passes them) are the base; ``margin_size``,
+    ``output_scale``, ``num_layers``, ``num_critical`` recorded by the
+    synthesis network and ``conv_clamp`` recorded by its first layer win
+    over them (``_init_kwargs`` hold only what was passed explicitly).
+    StyleGAN-Human's StyleGAN3 variants (``square=False``: maps of ``H x
+    H/2``; or an output ``resize``) are refused: dragkit's StyleGAN3 is square.
+
+    Raises:
+        CheckpointError: no recorded arguments, or an unsupported variant.
+    """
+    kwargs = init_kwargs_from_record(rec, source)
+    if kwargs is None:
+        raise CheckpointError(f"{source}: this StyleGAN3 generator has no recorded init arguments "
+                              "(dragkit reads a StyleGAN3 architecture from the record, never guesses it)")
+    syn, flat = _synthesis_kwargs_of(kwargs)
+    resize = kwargs.pop("resize", None)
+    square = syn.pop("square", True)
+    synthesis = _submodule(rec, "synthesis")
+    size = _submodule(synthesis, "input").state.get("size") if _submodule(synthesis, "input") is not None else None
+    uneven = isinstance(size, np.ndarray) and size.size == 2 and int(size.reshape(-1)[0]) != int(size.reshape(-1)[1])
+    if square is not True or uneven or resize is not None:
+        raise CheckpointError(f"{source}: this is a StyleGAN-Human StyleGAN3 variant ("
+                              + ("non-square maps" if square is not True or uneven else f"output resized to {resize!r:.20}")
+                              + "); dragkit's StyleGAN3 generator is square and unresized")
+    if synthesis is not None:
+        for attr in ("margin_size", "output_scale", "num_layers", "num_critical"):
+            ok, value = _number_or_none(synthesis.state.get(attr, "absent"))
+            if ok and value is not None:
+                syn[attr] = int(value) if attr != "output_scale" and float(value).is_integer() else value
+        names = synthesis.state.get("layer_names")
+        first = _submodule(synthesis, names[0]) if isinstance(names, list) and names and isinstance(names[0], str) else None
+        if first is not None and "conv_clamp" in first.state:
+            ok, value = _number_or_none(first.state["conv_clamp"])
+            if ok:
+                syn["conv_clamp"] = value
+    if not flat:
+        kwargs["synthesis_kwargs"] = syn
+    return kwargs
+
+
+def _load_stylegan3(key: str, rec: PersistentRecord, state: dict[str, torch.Tensor], source: str) -> torch.nn.Module:
+    kwargs = stylegan3_kwargs_from_record(rec, source)
+    G = build_generator(kwargs, source, holds=total_elements({k: v.shape for k, v in state.items()}),
+                        network=StyleGAN3Generator.network_name)
+    load_state_strict(G, state, source)
+    G.eval().requires_grad_(False)
+    G.dragkit_metadata = {  # type: ignore[attr-defined]
+        "source_format": "nvidia-pkl",
+        "network": key,
+        "architecture_from": "_init_kwargs",
     }
     return G
 
@@ -409,6 +621,10 @@ def discriminator_from_record(rec: Any, source: str = "<pickle>"):
     kw = _plain(dict(kwargs), "D._init_kwargs", source)
     for key, value in zip(_D_KEYS, args):
         kw.setdefault(key, _plain(value, f"D._init_args.{key}", source))
+    square = kw.pop("square", True)  # StyleGAN-Human's discriminators take it too
+    if square is not True:
+        raise CheckpointError(f"{source}: the discriminator is non-square (StyleGAN-Human, square={square!r:.10}); "
+                              "dragkit's discriminator is square only")
     c_dim = kw.get("c_dim") or 0
     if isinstance(c_dim, bool) or not isinstance(c_dim, int):
         raise CheckpointError(f"{source}: bad discriminator field c_dim (got {c_dim!r:.40})")
@@ -442,4 +658,18 @@ def load_nvidia_pkl_discriminator(path: str | os.PathLike[str]):
     """The discriminator ``D`` of an NVIDIA training snapshot, or None when the pickle holds none."""
     data = read_nvidia_pkl(path)
     rec = data.get("D")
+    if isinstance(rec, TFNetworkRecord):
+        return _tf_discriminator(rec, str(path))
     return None if rec is None else discriminator_from_record(rec, str(path))
+
+
+def _tf_discriminator(rec: TFNetworkRecord, source: str):
+    from ..nets.discriminator import Discriminator
+    from .tf_pkl import convert_tf_discriminator, tf_network_state
+
+    conv = convert_tf_discriminator(tf_network_state(rec, source), source)
+    config = check_discriminator_kwargs(conv.init_kwargs, source)
+    D = build_bounded(Discriminator, config, total_elements({k: v.shape for k, v in conv.state_dict.items()}), source,
+                      "discriminator")
+    load_state_strict(D, conv.state_dict, source)
+    return D.eval().requires_grad_(False)

@@ -51,7 +51,7 @@ from .native import build_generator, load_state_strict
 from .nvidia_pkl import infer_init_kwargs
 from .torchload import load_weights
 
-__all__ = ["load_rosinality", "rosinality_to_nvidia", "W_AVG_SAMPLES"]
+__all__ = ["load_rosinality", "read_rosinality", "rosinality_to_nvidia", "W_AVG_SAMPLES"]
 
 #: Number of z samples averaged for ``w_avg`` when a checkpoint has no
 #: ``latent_avg`` (rosinality's own ``mean_latent(4096)``), seed 0.
@@ -217,19 +217,19 @@ def _load_nvidia_state_dict(sd: Mapping[str, Any], key: str, source: str) -> Gen
     return G
 
 
-def load_rosinality(path: str | os.PathLike[str]) -> Generator:
-    """Load a rosinality ``stylegan2-pytorch`` checkpoint as an eval-mode :class:`Generator`.
+def read_rosinality(path: str | os.PathLike[str]) -> tuple[str, str, dict[str, torch.Tensor]]:
+    """The generator tensors of a ``.pt`` under NVIDIA names, without building anything.
 
-    Uses ``g_ema`` (falls back to ``g``) and ``latent_avg``; without
-    ``latent_avg`` (rosinality's training checkpoints), ``w_avg`` is the mean
-    of ``W_AVG_SAMPLES`` mapped z drawn with seed 0, as rosinality's
-    ``mean_latent`` does.  A ``.pt`` holding an NVIDIA-named state dict
-    (top level or under ``G_ema``/``G``) is loaded too, its architecture
-    inferred from the shapes (``conv_clamp`` None).
+    Returns:
+        ``(key, kind, state)``: the checkpoint key used (``g_ema``, ``g``,
+        ``G_ema``, ``G`` or ``'(state dict)'``), ``'rosinality'`` or
+        ``'nvidia-state-dict'``, and the NVIDIA-named tensors (rosinality's
+        renamed, ``resample_filter`` buffers excluded, ``mapping.w_avg``
+        only when the file has ``latent_avg``).
 
     Raises:
-        CheckpointError: unreadable / hostile file, or a missing, unexpected
-            or mis-shaped tensor (named).
+        CheckpointError: unreadable / hostile file, no generator, or a missing,
+            unexpected or mis-shaped tensor (named).
     """
     p = Path(path)
     source = str(p)
@@ -241,16 +241,46 @@ def load_rosinality(path: str | os.PathLike[str]) -> Generator:
             sd = ckpt[key]
             break
     else:
-        if "style.1.weight" not in ckpt and "synthesis.b4.const" not in ckpt:
+        if "style.1.weight" not in ckpt and "synthesis.b4.const" not in ckpt and "synthesis.input.affine.weight" not in ckpt:
             keys = ", ".join(sorted(map(str, ckpt))[:8]) or "(none)"
             raise CheckpointError(f"{source}: no generator in checkpoint (expected 'g_ema' or 'g'; found {keys})")
         key, sd = "(state dict)", ckpt
     if not isinstance(sd, dict):
         raise CheckpointError(f"{source}: {key!r} is not a state dict")
+    if "synthesis.input.affine.weight" in sd or any(str(k).startswith("synthesis.L0_") for k in sd):
+        raise CheckpointError(f"{source}: this is a StyleGAN3 state dict without its architecture (StyleGAN3 "
+                              "architectures are read from the records of a .pkl snapshot, never guessed); "
+                              "convert the network's .pkl instead")
     if "synthesis.b4.const" in sd:
-        return _load_nvidia_state_dict(sd, key, source)
+        state = {}
+        for k, v in sd.items():
+            if not isinstance(v, torch.Tensor):
+                raise CheckpointError(f"{source}: {k!r} is not a tensor")
+            state[str(k)] = v
+        return key, "nvidia-state-dict", state
     latent_avg = ckpt.get("latent_avg") if key != "(state dict)" else None
-    state = rosinality_to_nvidia(sd, latent_avg, source)
+    return key, "rosinality", rosinality_to_nvidia(sd, latent_avg, source)
+
+
+def load_rosinality(path: str | os.PathLike[str]) -> Generator:
+    """Load a rosinality ``stylegan2-pytorch`` checkpoint as an eval-mode :class:`Generator`.
+
+    Uses ``g_ema`` (falls back to ``g``) and ``latent_avg``; without
+    ``latent_avg`` (rosinality's training checkpoints), ``w_avg`` is the mean
+    of ``W_AVG_SAMPLES`` mapped z drawn with seed 0, as rosinality's
+    ``mean_latent`` does.  A ``.pt`` holding an NVIDIA-named state dict
+    (top level or under ``G_ema``/``G``) is loaded too, its architecture
+    inferred from the shapes (``conv_clamp`` None; a ``C x 4 x 2`` constant
+    makes it StyleGAN-Human's non-square layout).
+
+    Raises:
+        CheckpointError: unreadable / hostile file, or a missing, unexpected
+            or mis-shaped tensor (named).
+    """
+    source = str(path)
+    key, kind, state = read_rosinality(path)
+    if kind == "nvidia-state-dict":
+        return _load_nvidia_state_dict(state, key, source)
     kwargs = infer_init_kwargs(state, source)
     kwargs["mapping_kwargs"].pop("w_avg_beta", None)  # rosinality always truncates around an average
     G = build_generator(kwargs, source, holds=total_elements({k: v.shape for k, v in state.items()}))

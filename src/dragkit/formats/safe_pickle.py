@@ -13,12 +13,18 @@ answers from a small allow-list, and nothing else:
 * a stand-in for ``torch_utils.persistence._reconstruct_persistent_obj``
   that only *records* the class name, init arguments and state
   (:class:`PersistentRecord`); ``module_src`` is kept as text and never
-  executed.
+  executed,
+* a stand-in for TensorFlow-era ``dnnlib.tflib.network.Network`` objects
+  (:class:`TFNetworkRecord`) that records the pickled state as data; its
+  ``build_module_src`` (TensorFlow source that NVIDIA's loader executes)
+  is dropped unread.
 
 Any other global is refused with a :class:`~dragkit.errors.CheckpointError`
 naming it.  After loading, :func:`_finalize` swaps the stand-ins for real
 tensors and arrays, visiting every object once (tuples included), so the
-work is bounded by what the file holds.
+work is bounded by what the file holds; a callable (an allowed class or
+function that the file stored as a value instead of calling it) is refused
+anywhere in the loaded tree, dict keys and set members included.
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ import torch
 from ..errors import CheckpointError
 from .legacy_storage import StorageRef, decode_storage_blob
 
-__all__ = ["safe_unpickle", "PersistentRecord", "EasyDict", "PlainModuleRecord", "MAX_DEPTH"]
+__all__ = ["safe_unpickle", "PersistentRecord", "TFNetworkRecord", "EasyDict", "PlainModuleRecord", "MAX_DEPTH"]
 
 MAX_DEPTH = 64
 _MAX_DEPTH = MAX_DEPTH
@@ -89,6 +95,53 @@ class PersistentRecord:
         return f"PersistentRecord({self.class_name!r})"
 
 
+class TFNetworkRecord:
+    """What a TensorFlow-era ``dnnlib.tflib.network.Network`` becomes here: its pickled state, as data.
+
+    NVIDIA's ``Network.__setstate__`` executes the state's
+    ``build_module_src`` (the TensorFlow source of the network) and builds a
+    TensorFlow graph.  This stand-in only stores the state dict of the one
+    ``BUILD`` the pickle may apply; ``build_module_src`` must be text and is
+    dropped at once (only its length is kept), never compiled, executed or
+    parsed.  Constructor arguments (a ``REDUCE`` calling ``Network(...)``)
+    and a second ``BUILD`` are refused.  The state's contents are checked
+    as plain data after unpickling (``formats.tf_pkl.tf_network_state``).
+
+    Attributes:
+        state: the recorded state (``version``, ``name``, ``static_kwargs``,
+            ``components``, ``build_func_name``, ``variables``, ...), or
+            None before the ``BUILD``.
+        module_src_chars: length of the dropped ``build_module_src``.
+    """
+
+    __slots__ = ("state", "module_src_chars")
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "TFNetworkRecord":
+        if args or kwargs:
+            raise CheckpointError("refusing a TensorFlow network built from constructor arguments "
+                                  "(a Network is only ever restored from its pickled state)")
+        obj = object.__new__(cls)
+        obj.state = None
+        obj.module_src_chars = 0
+        return obj
+
+    def __setstate__(self, state: Any) -> None:
+        if self.state is not None:
+            raise CheckpointError("malformed TensorFlow network (its state is set twice)")
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise CheckpointError("malformed TensorFlow network (its state is not a dict with text keys)")
+        state = dict(state)
+        src = state.pop("build_module_src", "")
+        if not isinstance(src, str):
+            raise CheckpointError("malformed TensorFlow network (build_module_src is not text)")
+        self.module_src_chars = len(src)
+        self.state = state
+
+    def __repr__(self) -> str:
+        name = self.state.get("name") if isinstance(self.state, dict) else None
+        return f"TFNetworkRecord({name!r})"
+
+
 class _PlainModuleRecord:
     """A plain ``torch.nn`` container (``ModuleList`` ...) recorded as data."""
 
@@ -132,6 +185,8 @@ def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
     """Safe ``copyreg._reconstructor`` (protocol 0/1 pickles): stand-ins only."""
     if isinstance(cls, type) and issubclass(cls, _PlainModuleRecord) and base is object:
         return cls()
+    if cls is TFNetworkRecord and base is object and state is None:
+        return TFNetworkRecord()
     if cls is EasyDict and base is dict:
         return EasyDict(state or {})
     raise CheckpointError(f"refusing to reconstruct {getattr(cls, '__name__', cls)!r}")
@@ -307,6 +362,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("dnnlib", "EasyDict"): EasyDict,
     ("dnnlib.util", "EasyDict"): EasyDict,
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _record_persistent_obj,
+    ("dnnlib.tflib.network", "Network"): TFNetworkRecord,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -322,12 +378,6 @@ for _np_core in ("numpy.core", "numpy._core"):
     _ALLOWED[(f"{_np_core}.multiarray", "_reconstruct")] = _np_reconstruct
     _ALLOWED[(f"{_np_core}.numeric", "_frombuffer")] = _np_frombuffer
 
-_TF_HINT = {
-    ("dnnlib.tflib.network", "Network"): "this is a TensorFlow StyleGAN pickle; convert it to PyTorch "
-    "with NVIDIA's stylegan2-ada-pytorch legacy.py first",
-}
-
-
 class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file: Any, source: str) -> None:
         super().__init__(file)
@@ -337,9 +387,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
         found = _ALLOWED.get((module, name))
         if found is not None:
             return found
-        hint = _TF_HINT.get((module, name))
-        if hint:
-            raise CheckpointError(f"{self._source}: {hint}")
         raise CheckpointError(
             f"refusing to load global '{module}.{name}' from {self._source} "
             "(NVIDIA pickles may only hold tensors, numbers and network records; dragkit never runs code from a file)"
@@ -352,6 +399,15 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
+
+
+_PLAIN_KEYS = (str, bytes, int, float, bool, type(None), np.generic)
+
+
+def _callable_message(o: Any) -> str:
+    name = getattr(o, "__qualname__", None) or type(o).__name__
+    return (f"refusing a callable ({name}) stored as data in the pickle: network files hold tensors, "
+            "numbers and records only")
 
 
 def _finalize(obj: Any) -> Any:
@@ -385,13 +441,18 @@ def _finalize(obj: Any) -> Any:
             out = o.array
         elif isinstance(o, StorageRef):
             raise CheckpointError("malformed pickle (a bare tensor storage)")
-        elif isinstance(o, (PersistentRecord, _PlainModuleRecord)):
+        elif isinstance(o, (PersistentRecord, _PlainModuleRecord, TFNetworkRecord)):
             done[key] = o
+            if isinstance(o, TFNetworkRecord) and o.state is None:
+                raise CheckpointError("malformed TensorFlow network (no state)")
             o.state = walk(o.state, depth + 1)
             return o
         elif isinstance(o, dict):
             done[key] = o
             for k in list(o.keys()):
+                if not isinstance(k, _PLAIN_KEYS):
+                    raise CheckpointError(_callable_message(k) if callable(k) else
+                                          f"malformed pickle (a dict key of type {type(k).__name__})")
                 o[k] = walk(o[k], depth + 1)
             return o
         elif isinstance(o, list):
@@ -401,7 +462,13 @@ def _finalize(obj: Any) -> Any:
         elif isinstance(o, tuple):
             out = tuple(walk(v, depth + 1) for v in o)
         elif isinstance(o, (set, frozenset)):
-            out = o  # hashable members only: no stand-ins inside
+            for m in o:  # names of non-persistent buffers: plain values only, no stand-ins inside
+                if not isinstance(m, _PLAIN_KEYS):
+                    raise CheckpointError(_callable_message(m) if callable(m) else
+                                          f"malformed pickle (a set member of type {type(m).__name__})")
+            out = o
+        elif callable(o):
+            raise CheckpointError(_callable_message(o))
         else:
             out = o
         done[key] = out

@@ -71,6 +71,8 @@ from ..nets.ops import setup_filter
 
 __all__ = [
     "TFConversion",
+    "tf_network_state",
+    "tf_generator_kwargs",
     "collect_tf_variables",
     "convert_tf_generator",
     "convert_tf_discriminator",
@@ -107,6 +109,84 @@ class TFConversion(NamedTuple):
 
 # --------------------------------------------------------------------------
 # The recorded state.
+
+
+#: Most values in one recorded network state tree (a 1024 px config-f ``Gs`` has about 1,000).
+_MAX_STATE_NODES = 200_000
+_MAX_TEXT = 100_000
+
+
+def tf_network_state(rec: Any, source: str = "<pickle>") -> dict[str, Any]:
+    """An unpickled ``dnnlib.tflib.network.Network`` stand-in -> its state as a plain dict tree.
+
+    ``rec`` is a :class:`~dragkit.formats.safe_pickle.TFNetworkRecord`;
+    its ``components`` (themselves records) become nested state dicts.
+    Only data may appear anywhere in the state: text, numbers, booleans,
+    None, numeric NumPy arrays and scalars, lists, tuples and dicts with
+    text keys (``build_module_src`` was dropped when the record was made).
+    Anything else - a callable, a torch object, a PyTorch network record,
+    a network anywhere but in ``components`` - is refused.  Depth and size
+    are bounded, shared values are copied within a node budget.
+
+    Raises:
+        CheckpointError: not a network record, or a state that is not plain data.
+    """
+    from .safe_pickle import TFNetworkRecord
+
+    budget = [0]
+
+    def data(v: Any, where: str, depth: int) -> Any:
+        budget[0] += 1
+        if budget[0] > _MAX_STATE_NODES:
+            raise CheckpointError(f"{source}: the TensorFlow network state is too large (over {_MAX_STATE_NODES:,} values)")
+        if depth > 4 * _MAX_DEPTH:
+            raise CheckpointError(f"{source}: the TensorFlow network state nests too deeply ({where[:60]}...)")
+        if v is None or isinstance(v, (bool, int, float, np.generic, np.ndarray)):
+            if isinstance(v, np.ndarray) and v.dtype.kind not in "biufc":  # pragma: no cover - the unpickler refuses these
+                raise CheckpointError(f"{source}: {where} is a non-numeric array")
+            return v
+        if isinstance(v, str):
+            if len(v) > _MAX_TEXT:
+                raise CheckpointError(f"{source}: {where} is a text of {len(v):,} characters")
+            return v
+        if isinstance(v, (list, tuple)):
+            out = [data(x, f"{where}[{i}]", depth + 1) for i, x in enumerate(v)]
+            return out if isinstance(v, list) else tuple(out)
+        if isinstance(v, dict):
+            out_d = {}
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    raise CheckpointError(f"{source}: {where} has a key of type {type(k).__name__}")
+                out_d[k] = data(x, f"{where}.{k}", depth + 1)
+            return out_d
+        what = "a TensorFlow network" if isinstance(v, TFNetworkRecord) else \
+            ("a callable" if callable(v) else f"a {type(v).__name__}")
+        raise CheckpointError(f"{source}: {where} holds {what}; a TensorFlow network state may hold only data")
+
+    def network(r: Any, where: str, depth: int) -> dict[str, Any]:
+        if not isinstance(r, TFNetworkRecord):
+            raise CheckpointError(f"{source}: {where} is not a TensorFlow network (got {type(r).__name__})")
+        if depth > _MAX_DEPTH:
+            raise CheckpointError(f"{source}: network components nest too deeply")
+        if not isinstance(r.state, dict):
+            raise CheckpointError(f"{source}: {where} has no recorded state")
+        out: dict[str, Any] = {}
+        for k, v in r.state.items():
+            if k == "components":
+                if not isinstance(v, dict):
+                    raise CheckpointError(f"{source}: {where}.components is not a dict")
+                comps = {}
+                for name, comp in v.items():
+                    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                        raise CheckpointError(f"{source}: malformed component name {name!r:.40} in {where}")
+                    comps[name] = network(comp, f"{where}.{name}", depth + 1)
+                out[k] = comps
+            else:
+                out[k] = data(v, f"{where}.{k}", 0)
+        return out
+
+    name = rec.state.get("name") if isinstance(rec, TFNetworkRecord) and isinstance(rec.state, dict) else None
+    return network(rec, name if isinstance(name, str) and name.isidentifier() else "network", 0)
 
 
 def _check_state(state: Any, where: str, source: str) -> Mapping[str, Any]:
@@ -204,7 +284,8 @@ class _Kwargs:
 
 
 def _int(value: Any, name: str, source: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (isinstance(value, float) and not math.isfinite(value)) or int(value) != value or value < minimum:
         raise CheckpointError(f"{source}: static kwarg {name}={value!r} is not an integer >= {minimum}")
     return int(value)
 
@@ -368,14 +449,25 @@ def _apply(value: np.ndarray, how: str) -> np.ndarray:
     raise AssertionError(how)
 
 
-def _expected_state(factory: Any, kwargs: Mapping[str, Any], source: str) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of a network's state dict (built once; its random values are discarded)."""
-    try:
-        with torch.no_grad():
-            net = factory(**kwargs)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{source}: cannot build the network from its TensorFlow kwargs ({exc})") from None
+def _expected_state(factory: Any, kwargs: Mapping[str, Any], source: str, holds: int,
+                    what: str) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of a network's state dict (built once; its random values are discarded).
+
+    The kwargs come from the file, so they are checked field by field and
+    the construction may allocate no more than about the ``holds`` elements
+    the file's variables hold (:mod:`.arch`).
+    """
+    from .arch import build_bounded, check_discriminator_kwargs, check_generator_kwargs
+
+    check = check_generator_kwargs if what == "generator" else check_discriminator_kwargs
+    checked = check(kwargs, source)
+    with torch.no_grad():
+        net = build_bounded(factory, checked, holds, source, what)
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def _held(tf: Mapping[str, np.ndarray]) -> int:
+    return sum(int(v.size) for v in tf.values())
 
 
 def _tensor(value: np.ndarray, name: str, tf_name: str, shape: tuple[int, ...], source: str) -> torch.Tensor:
@@ -387,6 +479,37 @@ def _tensor(value: np.ndarray, name: str, tf_name: str, shape: tuple[int, ...], 
     if not torch.isfinite(t).all():
         raise CheckpointError(f"{source}: TensorFlow variable {tf_name!r} is not finite")
     return t
+
+
+def _generator_setup(state: Mapping[str, Any], source: str):
+    """Checks of a TF generator state; returns (state, variables, kwargs, progressive)."""
+    state = _check_state(state, "the generator", source)
+    func = _func_name(state)
+    if func == "G_style":
+        raise CheckpointError(f"{source}: this is an original StyleGAN (config-a, G_style) generator; "
+                              "only StyleGAN2 networks (configs b-f) are supported")
+    if func is not None and func != _G_BUILD:
+        raise CheckpointError(f"{source}: the generator's build function is {func!r}; expected {_G_BUILD!r}")
+    comps = state.get("components", {}) or {}
+    for key, allowed in (("mapping", _G_MAPPING), ("synthesis", _G_SYNTHESIS)):
+        sub = comps.get(key) if isinstance(comps, Mapping) else None
+        if sub is None:
+            raise CheckpointError(f"{source}: the generator has no {key!r} component")
+        name = _func_name(sub) if isinstance(sub, Mapping) else None
+        if name is not None and name not in allowed:
+            raise CheckpointError(f"{source}: the {key} network is {name!r}; supported: {', '.join(allowed)}")
+    tf = collect_tf_variables(state, source)
+    kwargs, progressive = _generator_kwargs(state, tf, source)
+    return state, tf, kwargs, progressive
+
+
+def tf_generator_kwargs(state: Mapping[str, Any], source: str = "<pickle>") -> dict[str, Any]:
+    """The :class:`dragkit.nets.Generator` kwargs a recorded TF generator state converts to (nothing built).
+
+    Raises:
+        CheckpointError: as :func:`convert_tf_generator` for the network and its static kwargs.
+    """
+    return _generator_setup(state, source)[2]
 
 
 def convert_tf_generator(state: Mapping[str, Any], source: str = "<pickle>") -> TFConversion:
@@ -409,23 +532,7 @@ def convert_tf_generator(state: Mapping[str, Any], source: str = "<pickle>") -> 
     """
     from ..nets import Generator
 
-    state = _check_state(state, "the generator", source)
-    func = _func_name(state)
-    if func == "G_style":
-        raise CheckpointError(f"{source}: this is an original StyleGAN (config-a, G_style) generator; "
-                              "only StyleGAN2 networks (configs b-f) are supported")
-    if func is not None and func != _G_BUILD:
-        raise CheckpointError(f"{source}: the generator's build function is {func!r}; expected {_G_BUILD!r}")
-    comps = state.get("components", {}) or {}
-    for key, allowed in (("mapping", _G_MAPPING), ("synthesis", _G_SYNTHESIS)):
-        sub = comps.get(key) if isinstance(comps, Mapping) else None
-        if sub is None:
-            raise CheckpointError(f"{source}: the generator has no {key!r} component")
-        name = _func_name(sub) if isinstance(sub, Mapping) else None
-        if name is not None and name not in allowed:
-            raise CheckpointError(f"{source}: the {key} network is {name!r}; supported: {', '.join(allowed)}")
-    tf = collect_tf_variables(state, source)
-    kwargs, progressive = _generator_kwargs(state, tf, source)
+    state, tf, kwargs, progressive = _generator_setup(state, source)
     res = kwargs["img_resolution"]
     unused_ok = {"lod", "synthesis/lod"}
     if progressive:
@@ -441,7 +548,7 @@ def convert_tf_generator(state: Mapping[str, Any], source: str = "<pickle>") -> 
                     tf[f"synthesis/{res}x{res}/ToRGB/{m[2]}"] = tf.pop(name)
                 else:
                     unused_ok.add(name)  # lower-resolution outputs, faded out at lod 0
-    expected = _expected_state(Generator, kwargs, source)
+    expected = _expected_state(Generator, kwargs, source, _held(tf), "generator")
     kernel = setup_filter(tuple(kwargs["synthesis_kwargs"]["resample_filter"]))
     out: dict[str, torch.Tensor] = {}
     used: set[str] = set()
@@ -542,7 +649,7 @@ def convert_tf_discriminator(state: Mapping[str, Any], source: str = "<pickle>")
     _int(kw.get("num_fp16_res", 0), "num_fp16_res", source)  # fp16 is a training speed-up; fp32 here
     kw.check_unknown()
     tf = collect_tf_variables(state, source)
-    expected = _expected_state(Discriminator, kwargs, source)
+    expected = _expected_state(Discriminator, kwargs, source, _held(tf), "discriminator")
     out: dict[str, torch.Tensor] = {}
     used: set[str] = set()
     for name, shape in expected.items():

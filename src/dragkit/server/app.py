@@ -596,7 +596,7 @@ class Connection:
         if tab.edit is None:
             raise DragkitError("no image yet: choose a model")
         # Decoded off the event loop, size checked from the PNG header first.
-        mask = None if value is None else await asyncio.to_thread(png_to_mask, _b64_png(value), tab.edit.resolution)
+        mask = None if value is None else await asyncio.to_thread(png_to_mask, _b64_png(value), tab.edit.image_size)
         await self.action(msg, lambda t: t.edit.set_mask(mask))
 
     async def on_undo(self, msg: dict[str, Any]) -> None:

@@ -64,12 +64,14 @@ def mask_to_png(mask: np.ndarray | None) -> bytes | None:
     return buf.getvalue()
 
 
-def png_to_mask(data: bytes, size: int) -> np.ndarray:
+def png_to_mask(data: bytes, size: int | Sequence[int]) -> np.ndarray:
     """PNG bytes -> HxW bool (grey level >= 128 is flexible), through :func:`dragkit.images.read_mask`:
-    the size is checked from the header before decoding.  Blocking: call it off the event loop."""
+    the size (``(H, W)``, e.g. :attr:`Edit.image_size`, or ``H`` for a square image) is checked from the
+    header before decoding.  Blocking: call it off the event loop."""
     from ..images import read_mask
 
-    return read_mask(data, size, what="mask", max_bytes=MAX_MASK_BYTES)
+    H, W = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return read_mask(data, (W, H), what="mask", max_bytes=MAX_MASK_BYTES)
 
 
 @dataclass
@@ -122,6 +124,11 @@ class Edit:
     @property
     def resolution(self) -> int:
         return int(self.G.img_resolution)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the picture in pixels."""
+        return self.session.image_size
 
     @property
     def num_ws(self) -> int:

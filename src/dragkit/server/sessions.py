@@ -101,8 +101,9 @@ def _warm_up(G: Any) -> None:
 
     try:
         s = DragSession(G, seed=0)
-        c = G.img_resolution // 2
-        s.add_point(handle=(c, c), target=(min(c + 4, G.img_resolution - 1), c))
+        H, W = s.image_size  # a point inside the image, also a non-square (H x H/2) one
+        cx, cy = W // 2, H // 2
+        s.add_point(handle=(cx, cy), target=(min(cx + 4, W - 1), cy))
         s.step()
         s.image()
     except Exception:  # a model the drag cannot use fails later, with its real error
