@@ -1,7 +1,8 @@
 """The one way dragkit reads an image it did not make: :func:`read_image`.
 
-Masks of edit specs, masks painted in the web app and (later) uploaded
-photos all come from outside.  A few hundred kilobytes of PNG can declare
+Masks of edit specs, masks painted in the web app and photos to invert
+(:func:`dragkit.invert.read_photo`, which reads through here with its own
+formats and limits) all come from outside.  A few hundred kilobytes of PNG can declare
 13000 x 13000 pixels and decompress to 660 MB, so an image is checked
 from its header - format, mode, width and height - *before* a single
 pixel is decoded, and its bytes are capped before the header is even
@@ -15,7 +16,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -42,7 +43,7 @@ def _read_bytes(source: Source, what: str, max_bytes: int) -> bytes:
     else:
         p = Path(source)
         if not p.is_file():
-            raise ImageError(f"{what}: no such file")
+            raise ImageError(f"{what}: {'not a file' if p.exists() else 'no such file'}")
         try:
             with open(p, "rb") as f:
                 data = f.read(max_bytes + 1)
@@ -62,6 +63,8 @@ def read_image(
     size: tuple[int, int] | None = None,
     max_bytes: int = MAX_IMAGE_BYTES,
     max_pixels: int = MAX_IMAGE_PIXELS,
+    formats: Sequence[str] = IMAGE_FORMATS,
+    modes: Sequence[str] = IMAGE_MODES,
 ) -> Image.Image:
     """Decode an untrusted PNG, JPEG or WebP image, checking it before decoding.
 
@@ -70,29 +73,35 @@ def read_image(
         what: how messages name the image (``'mask'``, ``'mask edit/m.png'``).
         size: ``(width, height)`` it must have, checked from the header.
         max_bytes, max_pixels: caps on the encoded size and the declared pixels.
+        formats, modes: Pillow format names decoded at all, and pixel modes accepted (defaults
+            :data:`IMAGE_FORMATS`, :data:`IMAGE_MODES`; photos widen them, see ``dragkit.invert.photo``).
 
     Returns:
-        The decoded first frame, in its stored mode (one of :data:`IMAGE_MODES`).
+        The decoded first frame, in its stored mode (one of ``modes``).
 
     Raises:
-        ImageError: too many bytes, not one of :data:`IMAGE_FORMATS`, an
-            unsupported mode, more pixels than allowed, the wrong size, or
-            corrupt data.  Nothing is decoded in the first five cases.
+        ImageError: too many bytes, not one of ``formats``, an unsupported
+            mode, more pixels than allowed, the wrong size, or corrupt data.
+            Nothing is decoded in the first five cases.
     """
     data = _read_bytes(source, what, max_bytes)
-    kinds = ", ".join(IMAGE_FORMATS[:-1]) + " or " + IMAGE_FORMATS[-1]
+    formats = tuple(formats)
+    kinds = ", ".join(formats[:-1]) + " or " + formats[-1] if len(formats) > 1 else formats[0]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # DecompressionBombWarning: our own limits apply below
-            im = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)  # reads the header only
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            im = Image.open(io.BytesIO(data), formats=formats)  # reads the header only
+    except Image.DecompressionBombError:  # Pillow's own cap (2 x its MAX_IMAGE_PIXELS), from the header
+        raise ImageError(f"{what} declares more pixels than an image can have here (a decompression bomb); "
+                         f"at most {max_pixels:,} pixels are accepted") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise ImageError(f"{what} is not a readable {kinds} image") from None
     w, h = im.size
     if size is not None and (w, h) != tuple(size):
         raise ImageError(f"{what} must be {size[0]}x{size[1]} pixels, got {w}x{h}")
     if w < 1 or h < 1 or w * h > max_pixels:
         raise ImageError(f"{what} is {w}x{h} pixels; at most {max_pixels:,} pixels are accepted")
-    if im.mode not in IMAGE_MODES:
+    if im.mode not in modes:
         raise ImageError(f"{what} has pixel mode {im.mode!r}; use 8-bit grey, RGB or RGBA")
     try:
         with warnings.catch_warnings():

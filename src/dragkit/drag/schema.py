@@ -129,6 +129,8 @@ class SessionState(Strict):
     mask: Optional[EncodedMask] = None
     options: Annotated[dict[Annotated[str, Field(max_length=32)], OptionValue], Field(max_length=32)] = {}
     history: Optional[History] = None
+    #: an edit of a photo: the files beside the session (dragkit.invert.edit checks the details)
+    inversion: Optional[Annotated[dict[Annotated[str, Field(max_length=32)], Any], Field(max_length=64)]] = None
 
 
 def validation_message(exc: ValidationError) -> str:

@@ -156,6 +156,9 @@ class DragSession:
         self._img_cache: tuple[int, torch.Tensor] | None = None
         self._version = 0  # bumps whenever the latent changes
         self._crop = True  # compute features on the handles' window when no mask is set
+        self.inversion: dict[str, Any] | None = None  # an edit of a photo: its block (dragkit.invert.edit)
+        self.edit_files: Any = None  # ... and the files beside it, written by save() (invert.edit.EditFiles)
+        self.inversion_result: Any = None  # from_image: the Inversion (PSNR, target, reconstruction, warnings)
 
     # -- construction -------------------------------------------------------
 
@@ -169,6 +172,41 @@ class DragSession:
         elif t.ndim == 2:
             t = t[None]
         return cls(G, options=options, history=history, _ws=t)
+
+    @classmethod
+    def from_image(
+        cls, G: Any, photo: Any, *, align: bool = False, pti: bool = False, config: Any | None = None,
+        D: Any = "auto", model: str | None = None, options: DragOptions | None = None,
+        progress: Any | None = None, cancel: Any | None = None,
+    ) -> "DragSession":
+        """A session that drags a photo: read, (align,) invert into ``G`` (W, W+, optional PTI).
+
+        Args:
+            G: the generator (never modified; with PTI the session gets a tuned copy that belongs to it).
+            photo: a path, the bytes of a file, an ``(H, W, 3)`` uint8 array or a PIL image.
+            align, pti: face alignment (needs ``dragkit[faces]``) and pivotal tuning, when ``config`` is None.
+            config: :class:`dragkit.invert.InvertConfig` (overrides ``align`` and ``pti``).
+            D: the model's discriminator, None, or ``'auto'`` (the one stored beside ``model``/``G``).
+            model: the base model's name or path, recorded in the edit (default ``G.model_name``).
+            progress, cancel: called after / polled before every optimisation step
+                (:class:`dragkit.invert.Progress`; ``cancel() -> True`` stops it).
+
+        ``session.inversion_result`` holds the inversion (``psnr``, ``target``,
+        ``reconstruction``, ``warnings``); :meth:`save` writes the edit's files
+        (tuned generator, pivot, photo, reconstruction) beside the session.
+        See docs/invert.md.
+
+        Raises:
+            PhotoError: unreadable, corrupt, too large or too small file; with ``align``, no usable
+                face (``NoFaceError``; several faces: the largest is used, with a warning).
+            InversionCancelled: cancelled.
+            DragkitError: bad settings, dlib missing when aligning.
+        """
+        from ..invert.edit import session_from_image
+        from ..invert.pipeline import InvertConfig
+
+        cfg = config if config is not None else InvertConfig(align=align, pti=pti)
+        return session_from_image(G, photo, cfg, D=D, model=model, options=options, progress=progress, cancel=cancel)
 
     def _check_ws(self, ws: Any) -> torch.Tensor:
         t = torch.as_tensor(ws).detach().to(self.device, torch.float32)
@@ -577,6 +615,8 @@ class DragSession:
         }
         if include_history:
             state["history"] = {"undo": copy.deepcopy(self._undo), "redo": copy.deepcopy(self._redo)}
+        if self.inversion is not None:
+            state["inversion"] = copy.deepcopy(self.inversion)
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -605,6 +645,10 @@ class DragSession:
             )
         options = DragOptions.from_dict(dict(st["options"]))
         options.validate(self.G, num_points=len(st["points"]) or None)
+        if st.get("inversion") is not None:
+            from ..invert.edit import read_inversion_block
+
+            read_inversion_block(state, "session")
         hist = st.get("history") or {"undo": [], "redo": []}
         for kind in ("undo", "redo"):
             for i, entry in enumerate(hist[kind]):
@@ -624,6 +668,7 @@ class DragSession:
         self.options = options
         self.seed = st["seed"]
         self.psi = float(st["psi"])
+        self.inversion = copy.deepcopy(state.get("inversion"))
 
     def to_bytes(self) -> bytes:
         """The session file's bytes (what :meth:`save` writes; ends a drag in progress first)."""
@@ -631,7 +676,15 @@ class DragSession:
         return json.dumps(self.get_state(), separators=(",", ":")).encode("utf-8")
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the session as JSON (ends a drag in progress first); atomic."""
+        """Write the session as JSON (ends a drag in progress first); atomic.
+
+        An edit of a photo (:meth:`from_image`, ``dragkit.invert.load_inversion``)
+        writes its files beside it too - the tuned generator, the pivot, the
+        photo and its reconstruction - all or nothing (``path`` must then be
+        ``NAME.dragkit.json``).
+        """
+        if self.edit_files is not None:
+            return self.edit_files.write(self, path)["session"]
         from ..utils import atomic_write_bytes
 
         return atomic_write_bytes(path, self.to_bytes())

@@ -1,0 +1,130 @@
+"""Do drags work on inverted photos?  The mouth-corner check of issue 15.
+
+For each held-out CelebA face (images 19000-19999 of
+``../shared/data/celeba128_train.zip``, never trained on): invert it
+(the default projection, plus pivotal tuning unless ``--no-pti``), find
+dlib's 68 landmarks on the reconstruction, and drag one mouth corner
+(landmark 48 or 54, alternating) 6 px outward - away from the other
+corner - with the default drag settings.  A face passes when
+
+* the tracker puts the handle within 2 px of its target at the end, and
+* dlib's landmark re-detected at that corner on the dragged image moved
+  at least 3 px towards the target (its displacement projected on the
+  drag direction).
+
+Faces where dlib finds no face on the reconstruction count as failures.
+Prints one line per face and the pass rates.  The target of issue 15 is
+measured on 20 faces with the final face model:
+
+    nice -n 5 python benchmarks/drag_on_photos.py --model faces128 --images 19000:19020
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import io
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba128_train.zip"
+
+
+def landmarks(img: np.ndarray) -> np.ndarray | None:
+    from dragkit.dlibfaces import face_models
+
+    fm = face_models()
+    rects = fm.detect(img, 1)
+    if not rects:
+        return None
+    return fm.landmarks(img, max(rects, key=lambda r: r.area()))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="faces128")
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--images", default="19000:19020")
+    ap.add_argument("--no-pti", action="store_true", help="drag the W+ projection instead of the tuned generator")
+    ap.add_argument("--distance", type=float, default=6.0, help="drag length in pixels (default 6)")
+    ap.add_argument("--max-steps", type=int, default=200)
+    ap.add_argument("--w-steps", type=int, default=None)
+    ap.add_argument("--wplus-steps", type=int, default=None)
+    ap.add_argument("--pti-steps", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    import torch
+    from PIL import Image
+
+    from dragkit import load_model
+    from dragkit.invert import InvertConfig, invert_photo
+    from dragkit.invert.pipeline import discriminator_for
+
+    torch.set_num_threads(args.threads)
+    a, _, b = args.images.partition(":")
+    indices = list(range(int(a), int(b)))
+    if not indices or indices[0] < 19000 or indices[-1] > 19999:
+        sys.exit("--images must lie in the held-out range 19000:20000")
+    G = load_model(args.model)
+    D = discriminator_for(args.model)
+    cfg = InvertConfig(pti=not args.no_pti)
+    if args.w_steps is not None:
+        cfg.projection.w_steps = args.w_steps
+    if args.wplus_steps is not None:
+        cfg.projection.wplus_steps = args.wplus_steps
+    if args.pti_steps is not None:
+        cfg.pti_config.steps = args.pti_steps
+    print(f"model {args.model}, {len(indices)} held-out faces {args.images}, "
+          f"{'PTI' if cfg.pti else 'W+ projection'}, drag {args.distance:g} px outward, at most {args.max_steps} steps")
+    reached, moved_ok, moved_all, rows = 0, 0, [], 0
+    t_start = time.perf_counter()
+    with zipfile.ZipFile(args.data) as z:
+        for k, i in enumerate(indices):
+            img = np.asarray(Image.open(io.BytesIO(z.read(f"{i:05d}.webp"))).convert("RGB"))
+            inv = invert_photo(G, img, cfg, D=D)
+            lm = landmarks(inv.reconstruction)
+            rows += 1
+            if lm is None:
+                print(f"  {i}: PSNR {inv.psnr:.1f} dB; dlib finds no face on the reconstruction: fail")
+                continue
+            corner, other = (48, 54) if k % 2 == 0 else (54, 48)
+            p = lm[corner]
+            d = (lm[corner] - lm[other]) / np.linalg.norm(lm[corner] - lm[other])
+            target = p + args.distance * d
+            s = inv.session()
+            H = int(G.img_resolution)
+            tgt = tuple(float(v) for v in np.clip(target, 0, H - 1))
+            s.add_point(handle=(float(p[0]), float(p[1])), target=tgt)
+            last = None
+            t0 = time.perf_counter()
+            for r in s.run(max_steps=args.max_steps):
+                last = r
+            secs = time.perf_counter() - t0
+            dist = last.distances[0]
+            lm2 = landmarks(np.asarray(s.image()))
+            moved = float((lm2[corner] - p) @ d) if lm2 is not None else float("nan")
+            ok_track = dist <= 2.0
+            ok_move = lm2 is not None and moved >= 3.0
+            reached += ok_track
+            moved_ok += ok_move
+            moved_all.append(moved)
+            print(f"  {i}: PSNR {inv.psnr:.1f} dB, corner {corner} -> tracker {dist:.2f} px from target after "
+                  f"{last.step} steps ({secs:.0f} s); dlib corner moved {moved:.2f} px toward it "
+                  f"{'PASS' if ok_track and ok_move else 'fail'}", flush=True)
+    n = rows
+    print()
+    print(f"tracker within 2 px: {reached}/{n}; re-detected corner moved >= 3 px: {moved_ok}/{n}; "
+          f"mean move {np.nanmean(moved_all) if moved_all else float('nan'):.2f} px; "
+          f"{time.perf_counter() - t_start:.0f} s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
