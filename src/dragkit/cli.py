@@ -32,6 +32,7 @@ _SUBCOMMAND_MODULES = (
     "dragkit.drag.cli",  # drag
     "dragkit.server.cli",  # serve
     "dragkit.eval.cli",  # eval
+    "dragkit.invert.cli",  # invert
 )
 
 
