@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from ..drag.options import MAX_POINTS
 from ..drag.points import XY
+from ..drag.options import PSI_RANGE as _PSI_RANGE
 from ..drag.schema import Seed
 from ..errors import DragkitError, show_value
 
@@ -41,8 +42,8 @@ __all__ = [
     "PSI_RANGE",
 ]
 
-#: Truncation psi a browser may ask for.
-PSI_RANGE = (-1.0, 2.0)
+#: Truncation psi a browser may ask for: the engine's range (one rule, drag.options).
+PSI_RANGE = _PSI_RANGE
 
 
 class ProtocolError(DragkitError):
