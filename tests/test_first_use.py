@@ -102,6 +102,12 @@ def test_a_bad_seed_is_one_clear_error_everywhere(toy, seed):
     with pytest.raises(SpecError, match=r"seed must be a whole number between 0 and 4294967295"):
         parse_spec({"seed": seed, "points": [{"handle": [1, 1], "target": [2, 2]}]}, ".")
     assert check_seed(7.0) == 7 and check_seed(MAX_SEED) == MAX_SEED
+    from dragkit.server.protocol import ProtocolError, validate
+
+    if seed is None:
+        return  # the web app's `new` without a seed keeps the tab's
+    with pytest.raises(ProtocolError, match=r"^seed must be a whole number between 0 and 4294967295"):
+        validate({"type": "new", "seed": seed})
 
 
 @pytest.mark.parametrize("psi", [9, -3, float("nan"), float("inf"), "0.5", None])
@@ -110,9 +116,12 @@ def test_a_bad_psi_is_one_clear_error_with_the_app_s_range(toy, psi):
         DragSession(toy, seed=0, psi=psi)
     with pytest.raises(SpecError, match=r"psi must be a number between -1 and 2"):
         parse_spec({"psi": psi, "points": [{"handle": [1, 1], "target": [2, 2]}]}, ".")
-    from dragkit.server.protocol import PSI_RANGE
+    from dragkit.server.protocol import PSI_RANGE, ProtocolError, validate
 
     assert PSI_RANGE == (-1.0, 2.0) and check_psi(2) == 2.0
+    if psi is not None and not (isinstance(psi, float) and not math.isfinite(psi)):  # JSON has no NaN
+        with pytest.raises(ProtocolError, match=r"^psi must be a number between -1 and 2"):
+            validate({"type": "new", "psi": psi})
 
 
 def test_load_takes_the_generator_first_like_the_constructor(toy, tmp_path):
