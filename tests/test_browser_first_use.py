@@ -29,10 +29,10 @@ def toasts(pg) -> list[str]:
 def short_drag(pg, steps: int = 3) -> None:
     pg.fill("#max-steps", str(steps))
     pg.press("#max-steps", "Enter")
-    wait_state(pg, f"s.max_steps === {steps}")
+    rev = wait_state(pg, f"s.max_steps === {steps}")["image_rev"]
     pg.click("#start")
     pg.wait_for_function("() => window.dragkit.lastOutcome && !window.dragkit.running")
-    wait_state(pg, "!s.running")
+    wait_state(pg, f"!s.running && s.image_rev !== {rev}")  # the state after the drag
 
 
 def test_the_status_bar_forgets_a_drag_once_the_edit_changes(page):
@@ -197,8 +197,9 @@ def test_guided_first_run_and_its_example(browser, server):
             before = shown_image(pg)
             pg.click("#guide-example")
             pg.wait_for_function("() => window.dragkit.lastOutcome !== null && !window.dragkit.running", timeout=60000)
-            st = wait_state(pg, "!s.running && s.seed === 1")
-            assert st["points"] and st["points"][0]["handle"][0] > 12  # the disk's handle moved right
+            # the state after the drag: the disk's handle moved right
+            st = wait_state(pg, "!s.running && s.seed === 1 && s.points.length === 1 && s.points[0].handle[0] > 12")
+            assert st["can_undo"]
             assert not np.array_equal(shown_image(pg), before)
         pg.click("#guide-close")
         assert not pg.is_visible("#guide")
@@ -229,3 +230,27 @@ def test_downloads_at_a_useful_size_and_the_stop_distance_placeholder(page, tmp_
     with page.expect_download() as dl:
         page.keyboard.press("Control+s")
     assert dl.value.suggested_filename == f"{MODEL}-2.dragkit.json"
+
+
+def test_many_pairs_keep_the_status_bar_on_one_line_and_shift_drag_moves_a_pair(page):
+    st = new_image(page, 6)
+    R = st["resolution"]
+    one_line = page.evaluate("document.querySelector('.statusbar').getBoundingClientRect().height")
+    for i in range(6):
+        click_at(page, (3 + 4 * i, 4))
+        click_at(page, (3 + 4 * i, 8))
+    wait_state(page, "s.points.length === 6")
+    text = page.inner_text("#dist-info")
+    assert text.startswith("6 pairs · distance max 4.0") and "distance 4.0 ·" in page.get_attribute("#dist-info", "title")
+    assert page.evaluate("document.querySelector('.statusbar').getBoundingClientRect().height") == one_line
+    # Shift+drag on a handle moves its whole pair
+    a = page.evaluate("(xy) => window.dragkit.toScreen(xy)", [3, 4])
+    b = page.evaluate("(xy) => window.dragkit.toScreen(xy)", [3, 14])
+    page.keyboard.down("Shift")
+    page.mouse.move(*a)
+    page.mouse.down()
+    page.mouse.move(*b, steps=5)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    st = wait_state(page, "Math.abs(s.points[0].handle[1] - 14) < 0.6")
+    assert abs(st["points"][0]["target"][1] - 18) < 0.6 and abs(st["points"][0]["target"][0] - 3) < 0.6
