@@ -206,6 +206,13 @@ BAD_CLI = [
     (["serve", "--max-points", "0"], "max-points"),
     (["eval", "toy", "--n", "x"], "--n"),
     (["invert", "--image", "none.png", "--out", "e.dragkit.json", "--threads", "0"], "--threads"),
+    (["train", "--cfg", "toy", "--outdir", "run", "--kimg", "-5"], "--kimg"),
+    (["train", "--cfg", "toy", "--outdir", "run", "--batch", "0"], "--batch"),
+    (["train", "--cfg", "toy", "--outdir", "run", "--seed", "-1"], "--seed"),
+    (["train", "--cfg", "toy", "--outdir", "run", "--glr", "nan"], "--glr"),
+    (["train", "--cfg", "toy", "--outdir", "run", "--style-mixing", "2"], "--style-mixing"),
+    (["eval", "toy", "--n", "-1", "--out", "ev"], "--n"),
+    (["eval", "toy", "--max-steps", "-3", "--out", "ev"], "--max-steps"),
 ]
 
 
