@@ -105,8 +105,10 @@ def test_a_reload_during_a_drag_says_the_drag_was_interrupted(page):
     page.wait_for_function("() => window.dragkit.live && window.dragkit.live.step >= 2")
     page.reload()
     page.wait_for_function("() => window.dragkit && window.dragkit.connected && window.dragkit.state && window.dragkit.state.model")
+    # the status bar says so until the edit changes; the message is up for 6 s
+    page.wait_for_function("() => document.getElementById('run-state').textContent === 'interrupted'")
+    assert "interrupted at step" in page.inner_text("#step-info")
     page.wait_for_function("() => [...document.querySelectorAll('#toasts .toast')].some((t) => t.textContent.includes('interrupted'))")
-    assert pill(page) == "interrupted" and "interrupted at step" in page.inner_text("#step-info")
     assert not page.evaluate("window.dragkit.running")
 
 

@@ -102,10 +102,11 @@ const frameHandlers = {
     S.interrupted = null;
     if (wasRunning && m.resumed !== "new") {
       S.outcomeKey = "pending";  // the pill stays until the edit changes
+      S.interruptedAt = wasRunning.step;  // the server may still send that drag's `done` to this page
       setRunState("stopped", "interrupted");
       el.stepInfo.textContent = `interrupted at step ${wasRunning.step}`;
       toast(`The drag was interrupted (the page reloaded or the connection was lost) at step ${wasRunning.step}; ` +
-            "press Start to carry on from the image you see.", "info");
+            "press Start to carry on from the image you see.", "warn");
     } else if (m.resumed === "resumed") toast("Reopened your edit where you left it.", "info");
     if (m.resumed === "copied") toast("This edit is open in another tab; this tab works on a copy.", "info");
     maybeStartGuide(m);
@@ -113,6 +114,7 @@ const frameHandlers = {
   },
   state: applyState,
   started(m) {
+    S.interruptedAt = null;
     S.running = true;
     S.live = { points: m.points.map((p) => p.handle), step: 0, distances: null, arrived: null };
     S.trail = m.points.map((p) => [p.handle.slice()]);
@@ -138,6 +140,13 @@ const frameHandlers = {
     showDistances(m.distances);
   },
   done(m) {
+    if (!S.running && S.interruptedAt !== null && S.interruptedAt !== undefined) {
+      // the end of the drag the reload interrupted (it stopped on the server): still "interrupted"
+      S.outcomeKey = "pending";
+      setRunState("stopped", "interrupted");
+      el.stepInfo.textContent = `interrupted at step ${m.steps}`;
+      return;
+    }
     S.running = false;
     S.live = null;
     S.lastOutcome = m;
