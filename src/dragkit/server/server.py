@@ -68,7 +68,9 @@ class Server:
         from ..models import list_models
 
         return [
-            {"name": m.name, "source": m.source, "format": m.format, "resolution": m.resolution, "size_bytes": m.size_bytes}
+            {"name": m.name, "source": m.source, "format": m.format, "resolution": m.resolution,
+             "height": m.resolution, "width": m.width if m.width is not None else m.resolution,
+             "size": m.size_text, "size_bytes": m.size_bytes}
             for m in list_models()
         ]
 

@@ -68,7 +68,9 @@ const frameHandlers = {
     for (const mi of m.models) {
       const o = document.createElement("option");
       o.value = mi.name;
-      o.textContent = `${mi.name}${mi.resolution ? ` · ${mi.resolution}px` : ""}${mi.source === "cache" ? " (cache)" : ""}`;
+            // H x W when not square (StyleGAN-Human: H x H/2), else the side.
+      const size = mi.resolution ? (mi.width && mi.width !== mi.resolution ? `${mi.resolution}×${mi.width}px` : `${mi.resolution}px`) : "";
+      o.textContent = `${mi.name}${size ? ` · ${size}` : ""}${mi.source === "cache" ? " (cache)" : ""}`;
       el.model.appendChild(o);
     }
     if (m.resumed === "resumed") toast("Reopened your edit where you left it.", "info");
