@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from ..errors import DragkitError
 from .compute import ComputeQueue
+from .photos import PhotoStore, parse_photo_name
 from .sessions import ModelCache, SessionStore, Tab, valid_sid
 from .settings import Limits
 
@@ -34,7 +35,8 @@ class Server:
         self.default_model = model
         self.limits = limits
         self.store = SessionStore(sessions_dir, max_saved=limits.max_saved, keep_days=limits.keep_days)
-        self.models = ModelCache(allowed=self.offers)
+        self.photos = PhotoStore(self.store.root)  # inverted photos' files, SESSIONS/SID/photos/ (photos.py)
+        self.models = ModelCache(allowed=self._may_load, loader=self._load_photo)
         self.compute = ComputeQueue()
         self.tabs: dict[str, Tab] = {}
         self.live = 0  # tabs with a connection
@@ -54,6 +56,14 @@ class Server:
         from ..models import list_models
 
         return name == self.default_model or name in {m.name for m in list_models()}
+
+    def _may_load(self, name: str) -> bool:
+        """What the model cache may load: an offered model, or a saved photo edit's generator (never from a
+        browser: ``check_model`` accepts offered models only)."""
+        return self.offers(name) or self.photos.exists(name)
+
+    def _load_photo(self, name: str) -> object | None:
+        return self.photos.load_generator(name, self.models.get) if parse_photo_name(name) else None
 
     def check_model(self, name: str) -> str:
         """``name`` if it is a model this server offers; never a path from the browser."""
