@@ -116,6 +116,7 @@ def test_a_bad_upload_is_one_clear_error_and_keeps_the_open_edit(sessions_dir, p
             (photo, "steps=5", 422, "unknown option"),
             (photo, "align=maybe", 422, "align"),
             (photo, "w_steps=0&wplus_steps=0", 422, "cannot both be 0"),
+            (photo, FAST + "&align=true", 400, "face"),  # the toy's shapes are no face: found in the run
         ]
         for data, query, code, words in cases:
             r = upload(c, tab.sid, data, query)
@@ -147,6 +148,8 @@ def test_cancel_stops_the_inversion_and_other_tabs_are_served_meanwhile(sessions
             if m["type"] == "invert_progress" and m["step"] >= 2:
                 break
         assert tab.do(type="state")["inverting"]["phase"] == "w"
+        r = upload(c, tab.sid, photo)  # one inversion per tab at a time
+        assert r.status_code == 409 and "already being inverted" in r.json()["error"]
         # another tab's click is answered between two of the inversion's steps
         t0 = time.monotonic()
         assert len(other.do(type="add_point", handle=[3, 3], target=[6, 6])["points"]) == 1

@@ -154,8 +154,8 @@ class PhotoStore:
         for _, p in entries:
             if excess <= 0:
                 break
-            if photo_name(sid, p.name) in keep if re.fullmatch(_REF, p.name) else False:
-                continue
+            if re.fullmatch(_REF, p.name) and photo_name(sid, p.name) in keep:
+                continue  # still in the tab's edit or history
             shutil.rmtree(p, ignore_errors=True)
             excess -= 1
 
@@ -416,13 +416,13 @@ async def upload_image(sid: str, request: Request) -> dict[str, Any]:
         photo = await asyncio.to_thread(read_photo, data)
     except PhotoError as exc:
         raise HTTPException(400, str(exc)) from None
-    if getattr(tab, "inverting", None) is not None:
-        raise HTTPException(409, "a photo is already being inverted in this tab; cancel it first")
     base = tab.edit.base_model if tab.edit is not None else srv.model_name()
     try:
         G = await srv.run(tab.sid, lambda: srv.models.get(base))
     except DragkitError as exc:
         raise HTTPException(400, str(exc)) from None
+    if getattr(tab, "inverting", None) is not None:  # checked again with no await before it is set
+        raise HTTPException(409, "a photo is already being inverted in this tab; cancel it first")
     run = InversionRun(srv, tab, G, base, photo, config)
     tab.inverting = run
     fut = srv.compute.submit_loop((tab.sid, "invert"), run)

@@ -97,14 +97,15 @@ class Server:
         if now - self.last_prune < 3600 and self.store.count() <= self.limits.max_saved:
             return
         self.last_prune = now
-        live = {sid for sid, t in self.tabs.items() if t.conn is not None or t.running}
+        live = {sid for sid, t in self.tabs.items() if t.conn is not None or t.running or t.inverting is not None}
         gone = self.store.prune(keep=live)  # a detached tab in memory is saved again on its next action
         if gone:
             log.info("removed %d saved edit(s) (age or count limit)", gone)
 
     def evict(self) -> None:
         """Forget detached tabs beyond a bound (they stay on disk)."""
-        detached = sorted((t.last_used, sid) for sid, t in self.tabs.items() if t.conn is None and not t.running)
+        detached = sorted((t.last_used, sid) for sid, t in self.tabs.items()
+                          if t.conn is None and not t.running and t.inverting is None)
         for _, sid in detached[: max(0, len(detached) - 2 * self.limits.max_sessions)]:
             del self.tabs[sid]
 
