@@ -45,7 +45,7 @@ export function renderPhoto(st) {
   ui.card.classList.remove("hidden");
   ui.psnr.textContent = `PSNR ${(+ph.psnr).toFixed(2)} dB${ph.pti ? ` (projection ${(+ph.psnr_projection).toFixed(2)} dB, then PTI)` : ""}`
     + (ph.warnings && ph.warnings.length ? ` · ${ph.warnings.join(" ")}` : "");
-  const key = `${S.sid}|${ph.psnr}|${ph.ssim}|${st.image_rev}`;
+  const key = `${S.sid}|${ph.psnr}|${ph.ssim}|${ph.psnr_projection}`;  // this photo edit (not each drag)
   if (ph.files && key !== shownKey) {
     shownKey = key;
     const t = Date.now();
