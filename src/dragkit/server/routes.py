@@ -91,7 +91,7 @@ async def image_png(tab: TabDep, server: ServerDep) -> Response:
         return tab.image_png
 
     png = await server.run(tab.sid, get)
-    return _attachment(png, "image/png", f"dragkit-{edit.model}-{edit.seed if edit.seed is not None else 'edit'}.png")
+    return _attachment(png, "image/png", f"dragkit-{edit.base_model}-{edit.seed if edit.seed is not None else 'edit'}.png")
 
 
 @router.get("/api/sessions/{sid}/session.dragkit.json")
@@ -114,13 +114,6 @@ async def progress_video(ext: str, tab: TabDep) -> Response:
     except DragkitError as exc:
         raise HTTPException(503, str(exc)) from None
     return _attachment(data, MEDIA_TYPES[ext], f"dragkit-progress.{ext}")
-
-
-@router.post("/api/sessions/{sid}/upload-image")
-async def upload_image(sid: str) -> Response:
-    # Hook for real photos: needs GAN inversion (dragkit.invert), which the
-    # app does not use yet.  Refuse clearly instead of pretending.
-    raise HTTPException(501, "editing your own photo needs GAN inversion, which dragkit does not have yet")
 
 
 @router.websocket("/ws")
