@@ -340,3 +340,21 @@ def test_each_method_drags_the_toy_disk_onto_its_target(toy, name):
     assert sum(e <= 1.5 for e in errors) >= 3 and max(errors) <= 3.0, (name, [round(e, 2) for e in errors])
     if name in ("freedrag", "draggan+supervise_original"):
         assert sum(kept) >= 3, (name, kept)
+
+
+def test_the_web_app_takes_the_method_from_the_options_message(model_home, sessions_dir):
+    """The server derives its options from drag/options.py: no server change is needed for a method."""
+    from test_server import close_tab, create_app, open_tab, serving
+
+    with serving(create_app("tiny", sessions_dir=sessions_dir)) as client:
+        tab = open_tab(client)
+        lim = tab.state["option_limits"]
+        assert lim["method"]["choices"] == ["draggan", "freedrag"] and lim["subpixel"]["kind"] == "bool"
+        st = tab.do(type="options", options={"method": "freedrag", "freedrag_step": 4})
+        assert st["options"]["method"] == "freedrag" and st["options_resolved"]["freedrag_step"] == 4
+        err = tab.error(type="options", options={"method": "magic"})
+        assert "method must be one of draggan, freedrag" in err["message"]
+        tab.do(type="add_point", handle=[8, 8], target=[14, 10])
+        frames, done, st = tab.drag(max_steps=6)
+        assert frames and st["options"]["method"] == "freedrag"
+        close_tab(tab)

@@ -180,7 +180,8 @@ class ToySuite:
         ("identity", "identity kept", ".0%"), ("color_change", "colour change", ".3f"), ("swapped", "swapped", "d"),
         ("lost", "lost", "d"), ("err_mean_unswapped", "err px w/o swaps", ".2f"),
         ("still_moved", "undragged moved px", ".2f"), ("outside_change", "outside change", ".2f"),
-        ("reached", "reached", ".0%"), ("steps_mean", "steps", ".1f"), ("steps_to_arrive", "steps to arrive", ".1f"),
+        ("clean", "clean scene", ".0%"), ("reached", "reached", ".0%"), ("steps_mean", "steps", ".1f"),
+        ("steps_to_arrive", "steps to arrive", ".1f"),
     ]
     timing_columns = [("seconds_to_arrive", "s to arrive", ".2f"), ("seconds_per_step", "ms/step", "ms")]
     metric_docs = {
@@ -200,6 +201,8 @@ class ToySuite:
         "err_mean_unswapped": "err_mean over readable drags that did not swap",
         "still_moved": "mean distance (px) the object nobody dragged moved (1-handle drags; masked object with the mask)",
         "outside_change": "mean absolute change (0-255) of the pixels outside the flexible region (mask on)",
+        "clean": "share of final images the oracle reads as a clean scene of the world (one plausible disk, one "
+                 "plausible bar, nothing else): the toy world's realism",
         "reached": "share of drags whose tracked handles met the stop rule",
         "steps_mean": "mean optimisation steps",
         "steps_to_arrive": "mean steps of the drags that reached",
