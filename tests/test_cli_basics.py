@@ -52,6 +52,30 @@ def test_generate_from_native_matches_python_api(tmp_path):
     assert np.load(tmp_path / "w.npy").shape == (1, G.num_ws, G.w_dim)
 
 
+def test_generate_a_grid_of_seeds_and_refuse_bad_seeds(tmp_path):
+    G = make_generator()
+    save_native(G, tmp_path / "tiny")
+    model, out = str(tmp_path / "tiny.safetensors"), tmp_path / "grid.png"
+    proc = dragkit("generate", "--model", model, "--seed", "3-5,9", "--cols", "3", "--out", str(out),
+                   "--latent-out", str(tmp_path / "w.npy"), home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    grid = np.asarray(Image.open(out)).astype(int)
+    R = G.img_resolution
+    assert grid.shape == (2 * R, 3 * R, 3)
+    with torch.no_grad():
+        for k, seed in enumerate([3, 4, 5, 9]):  # row by row; the empty cell is black
+            one = tensor_to_uint8(G.synthesis(G.ws_from_seed(seed, psi=0.7), noise_mode="const")).astype(int)
+            cell = grid[(k // 3) * R : (k // 3 + 1) * R, (k % 3) * R : (k % 3 + 1) * R]
+            assert np.abs(cell - one).max() <= 1  # a batch of 4 vs 1: float summation order only
+    assert (grid[R:, R:] == 0).all()
+    assert np.load(tmp_path / "w.npy").shape == (4, G.num_ws, G.w_dim)
+    for bad, needle in [("-5", "between 0 and 4294967295"), ("5000000000", "between 0 and 4294967295"),
+                        ("7-2", "runs backwards"), ("x", "whole number"), ("0-5000", "at most 1024")]:
+        proc = dragkit("generate", "--model", model, "--seed", bad, "--out", str(tmp_path / "bad.png"), home=tmp_path)
+        assert_one_line_error(proc, needle)
+        assert not (tmp_path / "bad.png").exists()
+
+
 def test_convert_nvidia_pickle_to_native(nvidia_modules, tmp_path):  # noqa: F811
     G = make_generator(architecture="resnet")
     pkl = write_pickle(tmp_path / "net.pkl", nvidia_snapshot(nvidia_modules, G))

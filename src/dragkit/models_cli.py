@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="with --info: print the description as JSON")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("generate", help="render an image from a seed")
+    p = sub.add_parser("generate", help="render an image from a seed, or a grid of images from several seeds")
     p.add_argument("--model", default=None, help="model name or checkpoint path (default: the app's default)")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", required=True, metavar="SEEDS",
+                   help="a seed (0 .. 2^32-1), or several as a list and ranges (0-63, 1,5,9): one grid image")
+    p.add_argument("--cols", type=int, default=None,
+                   help="grid columns for several seeds (default: a square grid)")
     p.add_argument("--psi", type=float, default=0.7, help="truncation psi (default 0.7)")
     p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
     p.add_argument("--out", required=True, help="output image (.png/.jpg/.webp)")
@@ -129,17 +133,70 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise DragkitError(f"{args.latent_out}: latent output must be a .npy file")
     if not np.isfinite(args.psi):
         raise DragkitError("--psi must be a finite number")
+    seeds = parse_seeds(args.seed)
+    if args.cols is not None and not 1 <= args.cols <= len(seeds):
+        raise DragkitError(f"--cols must be between 1 and the number of seeds ({len(seeds)}), got {args.cols}")
     G = load_model(args.model or default_model_name())
-    ws = G.ws_from_seed(args.seed, psi=args.psi)
+    ws = torch.cat([G.ws_from_seed(s, psi=args.psi) for s in seeds])
     with torch.no_grad():
-        img = G.synthesis(ws, noise_mode=args.noise_mode)
-    save_image_atomic(tensor_to_pil(img), out)
+        imgs = torch.cat([G.synthesis(ws[i : i + 16], noise_mode=args.noise_mode) for i in range(0, len(seeds), 16)])
+    cols = args.cols or math.ceil(math.sqrt(len(seeds)))
+    save_image_atomic(tensor_to_pil(image_grid(imgs, cols)), out)
     if args.latent_out:
         buf = io.BytesIO()
         np.save(buf, ws.cpu().numpy().astype(np.float32))
         atomic_write_bytes(args.latent_out, buf.getvalue())
-    print(f"wrote {out} ({G.img_height} x {G.img_width} px, model {getattr(G, 'model_name', args.model)}, seed {args.seed}, psi {args.psi})")
+    name = getattr(G, "model_name", args.model)
+    if len(seeds) == 1:
+        what = f"{G.img_height} x {G.img_width} px, model {name}, seed {seeds[0]}"
+    else:
+        rows = math.ceil(len(seeds) / cols)
+        what = f"{len(seeds)} images of {G.img_height} x {G.img_width} px in {rows} x {cols}, model {name}, seeds {args.seed}"
+    print(f"wrote {out} ({what}, psi {args.psi})")
     return 0
+
+
+#: Most images one ``dragkit generate`` renders (a grid of 32 x 32).
+MAX_GRID_SEEDS = 1024
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"7"``, ``"0-63"`` or ``"1,5,9-12"`` -> the seeds, in order (each in ``0 .. MAX_SEED``).
+
+    Raises:
+        DragkitError: not a seed list, a seed out of range, a range that
+            runs backwards, or more than :data:`MAX_GRID_SEEDS` seeds.
+    """
+    from .drag.options import MAX_SEED
+
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        if part.strip().startswith("-"):
+            raise DragkitError(f"--seed: a seed must be between 0 and {MAX_SEED}, got {part.strip()[:24]}")
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            a = int(lo)
+            b = int(hi) if sep else a
+        except ValueError:
+            raise DragkitError(f"--seed must be a whole number or a list of ranges like 0-63,100, got {text!r:.60}") from None
+        for v in (a, b):
+            if not 0 <= v <= MAX_SEED:
+                raise DragkitError(f"--seed: a seed must be between 0 and {MAX_SEED}, got {v}")
+        if b < a:
+            raise DragkitError(f"--seed: the range {a}-{b} runs backwards")
+        if len(seeds) + (b - a + 1) > MAX_GRID_SEEDS:
+            raise DragkitError(f"--seed: at most {MAX_GRID_SEEDS} seeds in one grid")
+        seeds.extend(range(a, b + 1))
+    return seeds
+
+
+def image_grid(imgs: torch.Tensor, cols: int) -> torch.Tensor:
+    """``(N, C, H, W)`` images -> one ``(1, C, rows * H, cols * W)`` grid, row by row; empty cells black (-1)."""
+    n, c, h, w = imgs.shape
+    rows = math.ceil(n / cols)
+    grid = imgs.new_full((rows * cols, c, h, w), -1.0)
+    grid[:n] = imgs
+    return grid.reshape(rows, cols, c, h, w).permute(2, 0, 3, 1, 4).reshape(1, c, rows * h, cols * w)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
