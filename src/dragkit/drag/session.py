@@ -430,7 +430,8 @@ class DragSession:
         return self._result(d.steps if d is not None else 0, done=d is None)
 
     def step(self) -> StepResult:
-        """One DragGAN iteration: track the handles, test the stop rule, one Adam step.
+        """One DragGAN iteration: track the handles, test the stop rule, one Adam step
+        (``options.method == 'freedrag'``: one FreeDrag step instead, :mod:`.freedrag`).
 
         The first step of a drag uses the handles as placed (no tracking);
         each later step first tracks them on the image left by the previous
