@@ -99,8 +99,14 @@ def main() -> int:
     p.add_argument("--psi", type=float, default=0.7)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-drag", action="store_true")
+    p.add_argument("--drag-only", action="store_true", help="only the drag speed (no dlib, no data)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.drag_only:
+        G = load_model(args.model)
+        print(f"drag speed at {G.img_resolution} px: {drag_speed(G):.2f} steps/s (one handle, "
+              f"{torch.get_num_threads()} threads; target >= 5)")
+        return 0
     data = Path(args.data)
     if not data.is_file():
         print(f"training zip not found: {data}", file=sys.stderr)
