@@ -105,13 +105,15 @@ def find_toy_scene(model: str) -> tuple[int, tuple[float, float], tuple[int, int
     pytest.fail(f"no clean toy scene with room to drag the disk in 60 seeds of {model!r}", pytrace=False)
 
 
-def start_server(sessions: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
-    """``dragkit serve`` in a subprocess; returns (process, URL) once it answers."""
+def start_server(sessions: Path, port: int = 0, model: str = MODEL,
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """``dragkit serve --model model`` in a subprocess (``env`` added to the environment);
+    returns (process, URL) once it answers."""
     import urllib.request
 
-    cmd = [sys.executable, "-m", "dragkit.cli", "serve", "--model", MODEL, "--port", str(port),
+    cmd = [sys.executable, "-m", "dragkit.cli", "serve", "--model", model, "--port", str(port),
            "--sessions-dir", str(sessions)]
-    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, text=True)
     url = None
     lines: list[str] = []

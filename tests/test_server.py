@@ -312,7 +312,7 @@ def test_every_client_message_type_has_a_schema_and_a_handler():
     from dragkit.server.handlers import HANDLERS
 
     types = set(protocol.MESSAGE_TYPES)
-    assert len(types) == len(protocol.MESSAGES) == 16
+    assert len(types) == len(protocol.MESSAGES) == 17
     assert set(HANDLERS) == types  # nothing handled without a schema, no schema without a handler
     assert _documented_message_types() == types
     for model in protocol.MESSAGES:
@@ -516,7 +516,7 @@ def test_bad_session_ids_and_upload_hook(client):
     r = client.get("/api/sessions/" + "A" * 24 + "/image.png")
     assert r.status_code == 404 and "no such session" in r.json()["error"]
     r = client.post("/api/sessions/" + "A" * 24 + "/upload-image", content=b"x")
-    assert r.status_code == 501 and "inversion" in r.json()["error"]
+    assert r.status_code == 404 and "no such session" in r.json()["error"]
 
 
 def test_restart_reopens_every_open_edit(model_home, sessions_dir):

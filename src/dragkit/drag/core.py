@@ -58,6 +58,9 @@ __all__ = [
     "motion_supervision_loss",
     "mask_loss",
     "track_points",
+    "subpixel_offsets",
+    "confident_templates",
+    "reference_patch",
     "needed_feature_box",
     "stop_distance_for",
 ]
@@ -345,6 +348,7 @@ def motion_supervision_loss(
     feature_size: ImageSize | None = None,
     origin: Origin = (0, 0),
     geometry: FeatureGeometry | None = None,
+    reference: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """DragGAN's motion supervision term.
 
@@ -362,6 +366,10 @@ def motion_supervision_loss(
         r1: disk radius in pixels (strict ``<``).
         image_size: ``H`` or ``(H, W)`` in pixels.
         feature_size, origin, geometry: the map's placement, as in :func:`sample_features`.
+        reference: ``(N, K, C)`` values to compare ``F(q + d_i)`` with instead
+            of ``F(q).detach()``, ``K = len(disk_offsets(r1))`` in its order
+            (GoodDrag's supervision with the original handle patch:
+            :func:`reference_patch` of the drag's first map); no gradient.
 
     Returns:
         Scalar tensor (0-dim), differentiable w.r.t. ``feat``; an exact zero
@@ -378,6 +386,9 @@ def motion_supervision_loss(
     diff = t - p
     dist = diff.norm(dim=1)
     active = dist > 1
+    if reference is not None and tuple(reference.shape) != (p.shape[0], len(disk_offsets(r1)), f.shape[0]):
+        raise ValueError(f"reference must have shape ({p.shape[0]}, {len(disk_offsets(r1))}, {f.shape[0]}), "
+                         f"got {list(reference.shape)}")
     if not bool(active.any()):
         return f.sum() * 0.0
     p, diff, dist = p[active], diff[active], dist[active]
@@ -398,6 +409,8 @@ def motion_supervision_loss(
     vals_q = _resized_at_pixels(f, q[..., 0], q[..., 1], geom, origin)  # (C, n, K)
     vals_nb = _resized_at_pixels(f, nb[..., 0], nb[..., 1], geom, origin)  # (C, n, 4, K)
     moved = (vals_nb * wts[None, :, :, None]).sum(dim=2)  # (C, n, K)
+    if reference is not None:
+        vals_q = reference[active.to(reference.device)].to(f.device, f.dtype).permute(2, 0, 1)  # (C, n, K)
     err = (vals_q.detach() - moved).abs()  # (C, n, K)
     vmask = valid.to(f.device, f.dtype)
     per_point = (err * vmask[None]).sum(dim=(0, 2)) / (vmask.sum(dim=1) * f.shape[0])
@@ -507,6 +520,7 @@ def track_points(
     feature_size: ImageSize | None = None,
     origin: Origin = (0, 0),
     geometry: FeatureGeometry | None = None,
+    subpixel: bool = False,
 ) -> torch.Tensor:
     """Nearest-neighbour point tracking.
 
@@ -522,9 +536,12 @@ def track_points(
         image_size: ``H`` or ``(H, W)``.
         norm: ``'l1'`` or ``'l2'``.
         feature_size, origin, geometry: the map's placement, as in :func:`sample_features`.
+        subpixel: refine each best match by :func:`subpixel_offsets` (the
+            handle may then be fractional, within half a pixel of the match).
 
     Returns:
-        ``(N, 2)`` float64 new handle positions (integer-valued, inside the image), no gradient.
+        ``(N, 2)`` float64 new handle positions (integer-valued unless
+        ``subpixel``, inside the image), no gradient.
     """
     if norm not in ("l1", "l2"):
         raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
@@ -545,8 +562,85 @@ def track_points(
         dist = delta.abs().sum(0) if norm == "l1" else delta.square().sum(0)
         dist = dist.masked_fill(~valid.to(dist.device), float("inf"))
         idx = dist.argmin(dim=1).cpu()
-        new = cand.gather(1, idx[:, None, None].expand(-1, 1, 2))[:, 0]
-    return new.to(torch.float64)
+        new = cand.gather(1, idx[:, None, None].expand(-1, 1, 2))[:, 0].to(torch.float64)
+        if subpixel:
+            side = 2 * int(r2) + 1
+            new = new + subpixel_offsets(dist.cpu().to(torch.float64).reshape(-1, side, side), idx)
+            new = torch.minimum(new.clamp(min=0), lim.to(torch.float64))
+    return new
+
+
+def subpixel_offsets(dist: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Sub-pixel refinement of grid minima: a parabola through each minimum and its two neighbours, per axis.
+
+    Along x, with ``a, b, c`` the distances left of, at and right of the
+    minimum: ``dx = (a - c) / (2 (a - 2 b + c))``, clamped to ``[-0.5, 0.5]``;
+    0 when a neighbour is missing (the image edge: ``inf``) or the curvature
+    is not positive.  The same along y.
+
+    Args:
+        dist: ``(N, S, S)`` distances on the search square, row-major (y, then x).
+        idx: ``(N,)`` flat index of each point's minimum.
+
+    Returns:
+        ``(N, 2)`` float64 ``[dx, dy]`` pixels.
+    """
+    n, side, _ = dist.shape
+    iy, ix = (idx // side).long(), (idx % side).long()
+    ar = torch.arange(n)
+    out = torch.zeros(n, 2, dtype=torch.float64)
+    for axis, (i, lim) in enumerate(((ix, side), (iy, side))):
+        lo_ok, hi_ok = i > 0, i < lim - 1
+        il, ih = (i - 1).clamp(min=0), (i + 1).clamp(max=lim - 1)
+        b = dist[ar, iy, ix].double()
+        if axis == 0:
+            a, c = dist[ar, iy, il].double(), dist[ar, iy, ih].double()
+        else:
+            a, c = dist[ar, il, ix].double(), dist[ar, ih, ix].double()
+        curv = a - 2 * b + c
+        ok = lo_ok & hi_ok & torch.isfinite(a) & torch.isfinite(c) & (curv > 0)
+        off = torch.where(ok, (a - c) / (2 * torch.where(ok, curv, torch.ones_like(curv))), torch.zeros_like(b))
+        out[:, axis] = off.clamp(-0.5, 0.5)
+    return out
+
+
+def confident_templates(
+    matched: torch.Tensor, original: torch.Tensor, threshold: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which tracking matches to trust: cosine similarity of each matched feature to the original one.
+
+    Args:
+        matched: ``(N, C)`` features at the tracked handles.
+        original: ``(N, C)`` the original handle features ``f_i``.
+        threshold: trust a match whose similarity is at least this.
+
+    Returns:
+        ``(templates, confident)``: ``(N, C)`` the next tracking templates (the
+        match where confident, else the original) and ``(N,)`` bool.
+    """
+    sim = torch.nn.functional.cosine_similarity(matched.double(), original.double(), dim=1, eps=1e-12)
+    ok = sim >= float(threshold)
+    return torch.where(ok[:, None], matched, original.to(matched.dtype)), ok
+
+
+def reference_patch(
+    feat: torch.Tensor, handles: torch.Tensor, r1: float, image_size: ImageSize | None, *,
+    origin: Origin = (0, 0), geometry: FeatureGeometry | None = None,
+) -> torch.Tensor:
+    """The handle patches ``F(round(p_i) + o)``, ``o`` in :func:`disk_offsets` ``(r1)``, clamped to the image.
+
+    Returns:
+        ``(N, K, C)``, no gradient (the ``reference`` of :func:`motion_supervision_loss`).
+    """
+    f = _as_chw(feat)
+    geom = resolve_geometry(f.shape[1:], image_size, None, geometry)
+    H, W = geom.image_size
+    lim = torch.tensor([W - 1, H - 1])
+    p = _check_points(handles, "handles").round().long()
+    q = torch.minimum((p[:, None, :] + disk_offsets(r1)[None]).clamp(min=0), lim)
+    with torch.no_grad():
+        vals = _resized_at_pixels(f, q[..., 0], q[..., 1], geom, origin)  # (C, N, K)
+    return vals.permute(1, 2, 0).contiguous()
 
 
 def needed_feature_box(

@@ -61,11 +61,17 @@ __all__ = [
     "SPACES",
     "TRACKING",
     "NOISE_MODES",
+    "METHODS",
+    "auto_freedrag_step",
 ]
 
 SPACES = ("w+", "w")
 TRACKING = ("l1", "l2")
 NOISE_MODES = ("const", "none")
+#: Drag methods: ``draggan`` (Pan et al. 2023: motion supervision + nearest-neighbour
+#: tracking, :mod:`.core`) and ``freedrag`` (Ling et al., CVPR 2024: adaptive template
+#: features + line search, :mod:`.freedrag`).
+METHODS = ("draggan", "freedrag")
 
 #: Most handle/target pairs in one drag (the web app's default limit is 32):
 #: all 68 of dlib's face landmarks, which the landmarks evaluation drags at once.
@@ -100,6 +106,14 @@ OPTION_RANGES: dict[str, tuple] = {
     "feature_layer": ("int_or_none", 0, 64),
     "stop_distance": ("float_or_none", 0.1, 64.0),
     "noise_mode": ("choice", NOISE_MODES),
+    "method": ("choice", METHODS),
+    # DragGAN's tracking and supervision variants (method draggan only; docs/drag.md, *Methods*)
+    "subpixel": ("bool",),
+    "confidence": ("float_or_none", 0.0, 1.0),
+    "supervise_original": ("bool",),
+    # FreeDrag's constants (method freedrag only)
+    "freedrag_loss": ("float", 1e-4, 100.0),
+    "freedrag_step": ("float_or_none", 0.25, 2048.0),
 }
 OPTION_NAMES = tuple(OPTION_RANGES)
 
@@ -114,6 +128,10 @@ def check_option(name: str, value: Any) -> Any:
     if name not in OPTION_RANGES:
         _unknown([name], OPTION_NAMES)
     kind = OPTION_RANGES[name]
+    if kind[0] == "bool":
+        if not isinstance(value, bool):
+            raise SpecError(f"option {name} must be true or false, got {value!r:.40}")
+        return value
     if kind[0] == "choice":
         if not isinstance(value, str) or value not in kind[1]:
             raise SpecError(f"option {name} must be one of {', '.join(kind[1])}, got {value!r:.40}")
@@ -186,7 +204,7 @@ class OptionLimit:
     """The values one option takes, statically or for one generator.
 
     Attributes:
-        kind: ``'float'``, ``'int'`` or ``'choice'``.
+        kind: ``'float'``, ``'int'``, ``'bool'`` or ``'choice'``.
         optional: None is allowed (the engine's default for the model).
         lo, hi: the range of a number (inclusive).
         choices: the values of a choice (or of ``feature_block`` for a model).
@@ -229,12 +247,16 @@ def option_limits(G: Any | None = None) -> dict[str, OptionLimit]:
         optional = kind[0].endswith("_or_none")
         if kind[0] == "choice":
             out[name] = OptionLimit("choice", choices=tuple(kind[1]))
+        elif kind[0] == "bool":
+            out[name] = OptionLimit("bool", choices=(False, True))
         else:
             out[name] = OptionLimit("int" if kind[0].startswith("int") else "float", optional, kind[1], kind[2])
     if G is None:
         return out
     side, half = _image_side(G)
     out["r1"] = dataclasses.replace(out["r1"], hi=min(out["r1"].hi, side / 2), why=f" px ({half})")
+    out["freedrag_step"] = dataclasses.replace(out["freedrag_step"], hi=min(out["freedrag_step"].hi, side / 2),
+                                               why=f" px ({half})")
     out["r2"] = dataclasses.replace(out["r2"], hi=min(out["r2"].hi, side // 2), why=f" px ({half})")
     out["layers"] = dataclasses.replace(out["layers"], hi=min(out["layers"].hi, int(G.num_ws)), why=" for this model")
     if is_stylegan3(G):
@@ -282,6 +304,16 @@ def auto_lambda_mask(img_resolution: int) -> float:
     within 300 steps at 20, 87 % at 5; docs/drag.md).
     """
     return 5.0 if img_resolution <= 64 else 20.0
+
+
+def auto_freedrag_step(img_resolution: int, map_resolution: int) -> float:
+    """Default FreeDrag sub-motion length ``d_max`` in image pixels: 3 pixels of the feature map.
+
+    FreeDrag's ``d_max`` is 3 (faces, cats, cars) or 4 feature pixels of a
+    128 px map at 512 px, i.e. 12 image pixels there; dragkit keeps "3 map
+    pixels" for any map: 6 px on the 32 px toy model (b16), 12 px at 512 px (b128).
+    """
+    return 3.0 * img_resolution / max(int(map_resolution), 1)
 
 
 def image_size(G: Any) -> tuple[int, int]:
@@ -343,6 +375,13 @@ def feature_choice(G: Any, feature_block: int | None, feature_layer: int | None)
     return "block", int(feature_block) if feature_block is not None else auto_feature_block(blocks, image_size(G)[0])
 
 
+def _map_resolution(G: Any, kind: str, index: int) -> int:
+    """Height of the map :func:`feature_choice` picked, in map pixels (a StyleGAN3 layer: its samples per image)."""
+    if kind == "layer":
+        return max(1, int(round(float(G.synthesis.layer_geometry(index).sampling_rate))))
+    return int(index)
+
+
 def feature_channels(G: Any, kind: str, index: int) -> int:
     """Channels of the map :func:`feature_choice` picked."""
     if kind == "layer":
@@ -388,6 +427,21 @@ class DragOptions:
             its target (None = the paper's rule, 1 px for up to 5 points,
             2 px otherwise).
         noise_mode: ``'const'`` or ``'none'``.
+        method: ``'draggan'`` (the default) or ``'freedrag'`` (docs/drag.md, *Methods*).
+        subpixel: DragGAN tracking refines the best integer match to a
+            fractional position (a parabola through its neighbours per axis).
+        confidence: DragGAN tracking follows an adaptive template (the last
+            match) while the match's cosine similarity to the original
+            handle feature is at least this, and falls back to the original
+            template below it (None: the original template only, the paper's).
+        supervise_original: DragGAN's motion loss compares ``F(q + d)`` with
+            the *original* handle patch ``F0(p0 + o)`` instead of ``F(q)``
+            (GoodDrag's choice).
+        freedrag_loss: FreeDrag's expected initial loss ``l`` of a sub-motion,
+            in units of the mean ``|F0|`` of the drag's first feature map (the
+            paper's 0.3, there in absolute units of its 512 px models' features).
+        freedrag_step: FreeDrag's longest sub-motion ``d_max`` in pixels
+            (None = :func:`auto_freedrag_step`, 3 pixels of the feature map).
     """
 
     lr: float = 0.004
@@ -401,6 +455,12 @@ class DragOptions:
     feature_layer: int | None = None
     stop_distance: float | None = None
     noise_mode: str = "const"
+    method: str = "draggan"
+    subpixel: bool = False
+    confidence: float | None = None
+    supervise_original: bool = False
+    freedrag_loss: float = 0.3
+    freedrag_step: float | None = None
 
     def validate(self, G: Any | None = None, num_points: int | None = None) -> None:
         """Check every field; with ``G`` also the bounds by its image, and with
@@ -463,6 +523,13 @@ class DragOptions:
             feature_layer=index if kind == "layer" else None,
             stop_distance=float(self.stop_distance) if self.stop_distance is not None else None,
             noise_mode=self.noise_mode,
+            method=self.method,
+            subpixel=bool(self.subpixel),
+            confidence=float(self.confidence) if self.confidence is not None else None,
+            supervise_original=bool(self.supervise_original),
+            freedrag_loss=float(self.freedrag_loss),
+            freedrag_step=float(self.freedrag_step) if self.freedrag_step is not None
+            else auto_freedrag_step(H, _map_resolution(G, kind, index)),
         )
 
     def to_dict(self) -> dict[str, Any]:

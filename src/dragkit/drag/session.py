@@ -47,10 +47,13 @@ import torch
 
 from ..errors import DragkitError, SpecError
 from ..threads import tune_threads
+from . import freedrag as fd
 from .core import (
+    confident_templates,
     mask_loss,
     motion_supervision_loss,
     needed_feature_box,
+    reference_patch,
     sample_features,
     track_points,
 )
@@ -109,6 +112,9 @@ class _Drag:
     origins: list[tuple[float, float]]
     steps: int = 0
     tracked: bool = False  # handles already tracked on the current latent
+    ref_patch: torch.Tensor | None = None  # (N, K, C) original handle patches (supervise_original)
+    track_tmpl: torch.Tensor | None = None  # (N, C) adaptive tracking templates (confidence)
+    free: fd.FreeDragState | None = None  # method freedrag
 
     def compose(self) -> torch.Tensor:
         k = self.opts.layers
@@ -415,12 +421,20 @@ class DragSession:
             feat0, _origin = source_features(self.G, ws, src, None, noise_mode=opts.noise_mode)
             handles = torch.tensor([p.handle for p in self._points], dtype=torch.float64)
             refs = sample_features(feat0, handles, None, geometry=src.geometry)
+            ref_patch = None
+            if opts.method == "draggan" and opts.supervise_original:
+                ref_patch = reference_patch(feat0, handles, opts.r1, None, geometry=src.geometry)
+            fd_state = None
+            if opts.method == "freedrag":
+                fd_state = fd.FreeDragState(fd.patch_features(feat0, handles, geometry=src.geometry),
+                                            fd.expected_loss(opts.freedrag_loss, feat0))
         mask_on = self._mask_active()
         self._drag = _Drag(
             opts=opts, src=src, w=w, held=held, optim=torch.optim.Adam([w], lr=opts.lr), refs=refs,
             feat0=feat0 if mask_on else None,
             mask=torch.from_numpy(self._mask).to(self.device) if mask_on else None,
             before=self._snapshot(), origins=[p.handle for p in self._points],
+            ref_patch=ref_patch, free=fd_state,
         )
         if opts.space == "w" and not torch.equal(self._drag.compose().detach(), self._latent):
             # W space shares one code over the optimised layers (authors' code).
@@ -437,7 +451,8 @@ class DragSession:
         return self._result(d.steps if d is not None else 0, done=d is None)
 
     def step(self) -> StepResult:
-        """One DragGAN iteration: track the handles, test the stop rule, one Adam step.
+        """One DragGAN iteration: track the handles, test the stop rule, one Adam step
+        (``options.method == 'freedrag'``: one FreeDrag step instead, :mod:`.freedrag`).
 
         The first step of a drag uses the handles as placed (no tracking);
         each later step first tracks them on the image left by the previous
@@ -447,6 +462,8 @@ class DragSession:
         self.begin_drag()
         d = self._drag
         assert d is not None
+        if d.free is not None:
+            return self._freedrag_step(d)
         geom = d.src.geometry
         handles = torch.tensor([p.handle for p in self._points], dtype=torch.float64)
         targets = torch.tensor([p.target for p in self._points], dtype=torch.float64)
@@ -454,15 +471,13 @@ class DragSession:
         ws = d.compose()
         feat, origin = self._features(ws, d, box)
         if d.steps > 0 and not d.tracked:
-            handles = track_points(feat.detach(), handles, d.refs, d.opts.r2, None, norm=d.opts.tracking,
-                                   origin=origin, geometry=geom)
-            for p, h in zip(self._points, handles.tolist()):
-                p.handle = (float(h[0]), float(h[1]))
+            handles = self._track(d, feat.detach(), handles, origin)
         d.tracked = True
         result = self._result(d.steps, done=False)
         if result.reached:
             return dataclasses.replace(result, done=True)
-        loss = motion_supervision_loss(feat, handles, targets, d.opts.r1, None, origin=origin, geometry=geom)
+        loss = motion_supervision_loss(feat, handles, targets, d.opts.r1, None, origin=origin, geometry=geom,
+                                       reference=d.ref_patch)
         if d.mask is not None and d.opts.lambda_mask > 0:
             loss = loss + d.opts.lambda_mask * mask_loss(feat, d.feat0, d.mask, None, geometry=geom)
         if loss.requires_grad:
@@ -476,23 +491,89 @@ class DragSession:
         self._set_latent(d.compose().detach())
         return dataclasses.replace(result, step=d.steps)
 
+    def _track(self, d: _Drag, feat: torch.Tensor, handles: torch.Tensor, origin: Any) -> torch.Tensor:
+        """DragGAN's tracking of the handles on ``feat`` (options ``tracking``, ``subpixel``, ``confidence``);
+        moves the session's handles there and returns them ``(N, 2)``."""
+        o, geom = d.opts, d.src.geometry
+        adaptive = d.track_tmpl is not None
+        tmpl = d.track_tmpl if adaptive else d.refs
+        new = track_points(feat, handles, tmpl, o.r2, None, norm=o.tracking, origin=origin, geometry=geom,
+                           subpixel=o.subpixel)
+        if o.confidence is not None:
+            matched = sample_features(feat, new, None, origin=origin, geometry=geom)
+            d.track_tmpl, ok = confident_templates(matched, d.refs, o.confidence)
+            if adaptive and not bool(ok.all()):  # a poor match: track with the original again
+                again = track_points(feat, handles, d.refs, o.r2, None, norm=o.tracking, origin=origin,
+                                     geometry=geom, subpixel=o.subpixel)
+                new = torch.where(ok[:, None], new, again)
+        for p, h in zip(self._points, new.tolist()):
+            p.handle = (float(h[0]), float(h[1]))
+        return new
+
+    def _freedrag_step(self, d: _Drag) -> StepResult:
+        """One FreeDrag step (:mod:`.freedrag`): a sub-motion's first step localises the handles first."""
+        st, o, geom = d.free, d.opts, d.src.geometry
+        assert st is not None
+        handles = torch.tensor([p.handle for p in self._points], dtype=torch.float64)
+        targets = torch.tensor([p.target for p in self._points], dtype=torch.float64)
+        if d.steps == 0 and self._result(0, done=False).reached:
+            d.tracked = True
+            return self._result(0, done=True)
+        box = None
+        if d.mask is None and self._crop and d.src.kind == "block":
+            r1b, r2b = fd.reach(o.freedrag_step)
+            box = needed_feature_box(handles, r1b, r2b, None, geometry=geom)
+        feat, origin = self._features(d.compose(), d, box)
+        if st.sub == 0:
+            if d.steps > 0:  # close the last sub-motion: its final loss, who arrived, the templates
+                with torch.no_grad():
+                    cur = fd.patch_features(feat.detach(), handles, geometry=geom, origin=origin)
+                    st.loss_end = (cur - st.templates).abs().mean(dim=(1, 2)).double().cpu()
+                st.done = fd.arrived(handles, targets, st.loss_end, st.expected, self.stop_distance)
+                st.templates = fd.update_templates(st.templates, cur, st.loss_end, st.done, st.expected)
+                if bool(st.done.all()):
+                    d.tracked = True
+                    return self._result(d.steps, done=True)
+            handles = fd.line_search(feat, handles, targets, st.templates, expected=st.expected,
+                                     d_max=o.freedrag_step, loss_ini=st.loss_ini, loss_end=st.loss_end,
+                                     active=~st.done, geometry=geom, origin=origin)
+            for p, h in zip(self._points, handles.tolist()):
+                p.handle = (float(h[0]), float(h[1]))
+        d.tracked = True
+        result = self._result(d.steps, done=False)
+        losses = fd.template_loss(feat, handles, st.templates, geometry=geom, origin=origin)
+        loss = losses.sum()
+        if d.mask is not None and o.lambda_mask > 0:
+            loss = loss + o.lambda_mask * mask_loss(feat, d.feat0, d.mask, None, geometry=geom)
+        if st.sub == 0:
+            st.loss_ini = losses.detach().double().cpu()
+        if loss.requires_grad:
+            (grad,) = torch.autograd.grad(loss, [d.w], allow_unused=True)
+            if grad is not None:
+                d.w.grad = grad
+                d.optim.step()
+                d.w.grad = None
+        d.steps += 1
+        st.sub += 1
+        if st.sub >= fd.SUB_STEPS or float(losses.detach().max()) < 0.25 * st.expected:
+            st.sub = 0
+        self._set_latent(d.compose().detach())
+        return dataclasses.replace(result, step=d.steps)
+
     def track(self) -> StepResult:
         """Track the handles on the current image without optimising (``done=True``)."""
         self.begin_drag()
         d = self._drag
         assert d is not None
-        if d.steps > 0 and not d.tracked:
+        if d.steps > 0 and not d.tracked and d.free is None:  # FreeDrag's handles are its localised points
             handles = torch.tensor([p.handle for p in self._points], dtype=torch.float64)
             box = None
             if self._crop and d.src.kind == "block":
                 box = needed_feature_box(handles, 0.5, d.opts.r2, None, geometry=d.src.geometry)
             with torch.no_grad():
                 feat, origin = self._features(d.compose(), d, box)
-            handles = track_points(feat, handles, d.refs, d.opts.r2, None, norm=d.opts.tracking,
-                                   origin=origin, geometry=d.src.geometry)
-            for p, h in zip(self._points, handles.tolist()):
-                p.handle = (float(h[0]), float(h[1]))
-            d.tracked = True
+            self._track(d, feat, handles, origin)
+        d.tracked = True
         return self._result(d.steps, done=True)
 
     def finish(self) -> StepResult:

@@ -6,6 +6,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from ..drag.options import OPTION_NAMES
+
 __all__ = ["register", "run"]
 
 SUITES = ("toy", "paired", "landmarks")
@@ -43,9 +45,8 @@ def register(sub: Any) -> None:
     v = p.add_argument_group("variants (side by side on the same edits)")
     v.add_argument("--variants", default=None, help="comma list of presets: default, paper, authors-code")
     v.add_argument("--sweep", action="append", default=None, metavar="KEY=V1,V2",
-                   help="one drag option at several values, one at a time around the base (repeatable); keys: lr, "
-                        "r1, r2, lambda_mask, space, layers, tracking, feature_block (StyleGAN2), "
-                        "feature_layer (StyleGAN3), stop_distance, noise_mode")
+                   help="one drag option at several values, one at a time around the base (repeatable); keys: "
+                        + ", ".join(OPTION_NAMES) + " (docs/drag.md; flags take true/false)")
     v.add_argument("--base", default=None, metavar="KEY=V,...", help="drag options every variant starts from")
     v.add_argument("--engine", default="dragkit", help="dragkit, authors (the authors' loop baseline) or both: "
                                                        "dragkit,authors")

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
+from ..drag.options import OPTION_RANGES
 from ..drag.session import DragOptions
 from ..errors import SpecError
 from .engines import ENGINES
@@ -72,15 +73,23 @@ class Variant:
 
 
 def parse_value(key: str, text: str) -> Any:
-    """A command-line value for option ``key`` (``none``/``auto`` = the default rule)."""
+    """A command-line value for option ``key`` (``none``/``auto`` = the default rule; a flag:
+    ``true``/``false``, ``on``/``off``, ``1``/``0``); its kind comes from :data:`OPTION_RANGES`."""
     if key not in _FIELDS:
         raise SpecError(f"unknown drag option {key!r}; known: {', '.join(_FIELDS)}")
     t = text.strip()
     if t.lower() in ("none", "auto", "null", ""):
         return None
-    sample = getattr(_DEFAULTS, key)
-    kind = {"lr": float, "r1": float, "r2": int, "lambda_mask": float, "layers": int, "feature_block": int,
-            "feature_layer": int, "stop_distance": float}.get(key, type(sample))
+    spec = OPTION_RANGES[key][0]
+    if spec == "bool":
+        if t.lower() in ("true", "on", "yes", "1"):
+            return True
+        if t.lower() in ("false", "off", "no", "0"):
+            return False
+        raise SpecError(f"option {key}: cannot read {text!r} as true/false")
+    if spec == "choice":
+        return t
+    kind = int if spec.startswith("int") else float
     try:
         if kind is int:
             v = float(t)

@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from .protocol import LimitError, ProtocolError
+from .photos import photo_router
 from .routes import STATIC_DIR, http_error, router
 from .security import GuardMiddleware
 from .server import Server
@@ -65,6 +66,7 @@ def create_app(
                   lifespan=lifespan)
     app.state.server = server
     app.include_router(router)
+    app.include_router(photo_router)
     app.add_exception_handler(HTTPException, http_error)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(GuardMiddleware, token=token, allowed_hosts=allowed_hosts)

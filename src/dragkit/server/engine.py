@@ -106,7 +106,39 @@ class Edit:
         """Open a session file (what :meth:`file_bytes` wrote) for generator ``G`` (no temporary files)."""
         return cls(G, model, _session_class().from_bytes(data, G, history=False))
 
+    @classmethod
+    def invert_photo(cls, G: Any, base_model: str, photo: Any, config: Any, *, progress: Any = None,
+                     cancel: Any = None) -> "DragSession":
+        """Invert ``photo`` into ``G`` (:meth:`DragSession.from_image`); blocking, one progress call per step.
+
+        Returns the engine's session (its ``G`` the edit's own tuned copy after PTI); :meth:`from_photo_file`
+        turns the file it saves into an edit.
+
+        Raises:
+            PhotoError, NoFaceError, InversionCancelled, DragkitError: see ``DragSession.from_image``.
+        """
+        return _session_class().from_image(G, photo, config=config, model=base_model, progress=progress,
+                                           cancel=cancel)
+
+    @classmethod
+    def from_photo_file(cls, G: Any, name: str, data: bytes) -> "Edit":
+        """An edit of an inverted photo from its saved session file (``session.save``'s ``*.dragkit.json``),
+        on generator ``G`` (the tuned copy, or the base model); ``name`` is how the app names that generator."""
+        return cls(G, name, _session_class().from_bytes(data, G, history=False))
+
     # -- reading -----------------------------------------------------------
+    @property
+    def inversion(self) -> dict[str, Any] | None:
+        """The inversion block of an edit of a photo (PSNR, settings, base model; docs/invert.md), else None."""
+        return self.session.inversion
+
+    @property
+    def base_model(self) -> str:
+        """The model as the user chose it: for an edit of a photo, the model it was inverted into."""
+        inv = self.session.inversion
+        base = inv.get("base_model") if isinstance(inv, dict) else None
+        return base if isinstance(base, str) and base else self.model
+
     @property
     def resolution(self) -> int:
         return int(self.G.img_resolution)

@@ -13,6 +13,7 @@ import base64
 from typing import TYPE_CHECKING, Any
 
 from .engine import mask_to_png
+from .photos import inverting_info, photo_info
 
 if TYPE_CHECKING:
     from ..drag.session import StepResult
@@ -66,12 +67,14 @@ def state_frame(tab: "Tab", with_image: bool, re: Any = None) -> dict[str, Any]:
         "image_rev": tab.image_rev,
         "has_video": bool(tab.video_frames),
         "last_steps": tab.last_steps,
+        "photo": None, "inverting": None,
     }
+    msg["inverting"] = inverting_info(tab)
     if edit is not None:
         status = edit.status().to_json()
         png = mask_to_png(edit.mask())
         msg.update(
-            model=edit.model, resolution=edit.resolution, height=edit.image_size[0], width=edit.image_size[1],
+            model=edit.base_model, photo=photo_info(tab), resolution=edit.resolution, height=edit.image_size[0], width=edit.image_size[1],
             num_ws=edit.num_ws, seed=edit.seed, psi=edit.psi,
             options=edit.options(), options_resolved=edit.resolved_options(), option_limits=edit.option_limits(),
             points=edit.points(), distances=status["distances"], arrived=status["arrived"],

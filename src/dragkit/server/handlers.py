@@ -146,7 +146,7 @@ async def hello(conn: Connection, msg: p.Hello) -> None:
     conn.attach(tab)
     conn.send({"type": "welcome", "re": msg.id, "session": tab.sid, "resumed": resumed, "version": __version__,
                "models": srv.models_json(), "default_model": srv.model_name(), "limits": limits.to_json(),
-               "features": {"upload_image": False}})
+               "features": {"upload_image": True}})
     if tab.edit is None:
         await first_image(conn, tab, msg)
     else:
@@ -172,7 +172,7 @@ async def new(conn: Connection, msg: p.New) -> None:
     tab = conn.tab
     assert tab is not None
     edit = tab.edit
-    model = conn.server.check_model(msg.model or (edit.model if edit else conn.server.model_name()))
+    model = conn.server.check_model(msg.model or (edit.base_model if edit else conn.server.model_name()))
     seed = msg.seed if msg.seed is not None else (edit.seed if edit and edit.seed is not None else 0)
     psi = msg.psi if msg.psi is not None else (edit.psi if edit else 0.7)
     models = conn.server.models
@@ -194,7 +194,7 @@ async def open_file(conn: Connection, msg: p.Open) -> None:
     assert tab is not None
     # Parsed off the event loop (up to 8 MiB of JSON).
     model = msg.model or await asyncio.to_thread(session_file_model, raw) \
-        or (tab.edit.model if tab.edit else conn.server.model_name())
+        or (tab.edit.base_model if tab.edit else conn.server.model_name())
     conn.server.check_model(model)
     models, max_points = conn.server.models, conn.limits.max_points
 
@@ -325,3 +325,14 @@ async def ack(conn: Connection, msg: p.Ack) -> None:
     assert tab is not None
     with tab.credit_lock:
         tab.credits = min(tab.credits + 1, 2)
+
+
+@handles("cancel_invert")
+async def cancel_invert(conn: Connection, msg: p.CancelInvert) -> None:
+    tab = conn.tab
+    assert tab is not None
+    run = tab.inverting
+    if run is None:
+        raise DragkitError("no photo is being inverted")
+    run.cancel.set()  # the upload request answers "cancelled"; the tab's state follows
+    conn.send({"type": "invert_progress", **run.progress, "cancelling": True, "re": msg.id})

@@ -185,6 +185,12 @@ class Open(_Msg):
     model: Optional[ModelName] = None
 
 
+class CancelInvert(_Msg):
+    """Stop the photo inversion running in this tab (before its next step; the open edit stays)."""
+
+    type: Literal["cancel_invert"]
+
+
 class State(_Msg):
     """Ask for the tab's whole state, image included."""
 
@@ -194,7 +200,7 @@ class State(_Msg):
 #: Every client message model, in the order of docs/app.md's table.
 MESSAGES: tuple[type[_Msg], ...] = (
     Hello, New, AddPoint, MovePoint, RemovePoint, ClearPoints, SetMask, Options, Start, Stop, Ack, Undo, Redo,
-    Open, State, Ping,
+    Open, CancelInvert, State, Ping,
 )
 MESSAGE_TYPES: tuple[str, ...] = tuple(m.model_fields["type"].annotation.__args__[0] for m in MESSAGES)
 Message = Annotated[Union[MESSAGES], Field(discriminator="type")]  # type: ignore[valid-type]

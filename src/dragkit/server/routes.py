@@ -85,7 +85,8 @@ def models(server: ServerDep) -> dict[str, Any]:
 def download_name(edit: Any, what: str) -> str:
     """``<model>-<seed>-edit.png``, ``<model>-<seed>-progress.mp4``, ``<model>-<seed>.dragkit.json``
     (``edit`` in place of the seed for an edit that did not start from one)."""
-    model = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(edit.model))[:64] or "model"
+    name = getattr(edit, "base_model", None) or edit.model  # a photo's edit: the model it was inverted into
+    model = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))[:64] or "model"
     return f"{model}-{edit.seed if edit.seed is not None else 'edit'}{what}"
 
 
@@ -137,13 +138,6 @@ async def progress_video(ext: str, tab: TabDep) -> Response:
     edit = tab.edit
     name = download_name(edit, f"-progress.{ext}") if edit is not None else f"dragkit-progress.{ext}"
     return _attachment(data, MEDIA_TYPES[ext], name)
-
-
-@router.post("/api/sessions/{sid}/upload-image")
-async def upload_image(sid: str) -> Response:
-    # Hook for real photos: needs GAN inversion (dragkit.invert), which the
-    # app does not use yet.  Refuse clearly instead of pretending.
-    raise HTTPException(501, "editing your own photo needs GAN inversion, which dragkit does not have yet")
 
 
 @router.websocket("/ws")

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from ..errors import DragkitError
 from .compute import ComputeQueue
+from .photos import PhotoStore, parse_photo_name
 from .sessions import ModelCache, SessionStore, Tab, valid_sid
 from .settings import Limits
 
@@ -34,7 +35,8 @@ class Server:
         self.default_model = model
         self.limits = limits
         self.store = SessionStore(sessions_dir, max_saved=limits.max_saved, keep_days=limits.keep_days)
-        self.models = ModelCache(allowed=self.offers)
+        self.photos = PhotoStore(self.store.root)  # inverted photos' files, SESSIONS/SID/photos/ (photos.py)
+        self.models = ModelCache(allowed=self._may_load, loader=self._load_photo)
         self.compute = ComputeQueue()
         self.tabs: dict[str, Tab] = {}
         self.live = 0  # tabs with a connection
@@ -55,6 +57,14 @@ class Server:
 
         return name == self.default_model or name in {m.name for m in list_models()}
 
+    def _may_load(self, name: str) -> bool:
+        """What the model cache may load: an offered model, or a saved photo edit's generator (never from a
+        browser: ``check_model`` accepts offered models only)."""
+        return self.offers(name) or self.photos.exists(name)
+
+    def _load_photo(self, name: str) -> object | None:
+        return self.photos.load_generator(name, self.models.get) if parse_photo_name(name) else None
+
     def check_model(self, name: str) -> str:
         """``name`` if it is a model this server offers; never a path from the browser."""
         from ..models import list_models
@@ -68,7 +78,9 @@ class Server:
         from ..models import list_models
 
         return [
-            {"name": m.name, "source": m.source, "format": m.format, "resolution": m.resolution, "size_bytes": m.size_bytes}
+            {"name": m.name, "source": m.source, "format": m.format, "resolution": m.resolution,
+             "height": m.resolution, "width": m.width if m.width is not None else m.resolution,
+             "size": m.size_text, "size_bytes": m.size_bytes}
             for m in list_models()
         ]
 
@@ -85,14 +97,15 @@ class Server:
         if now - self.last_prune < 3600 and self.store.count() <= self.limits.max_saved:
             return
         self.last_prune = now
-        live = {sid for sid, t in self.tabs.items() if t.conn is not None or t.running}
+        live = {sid for sid, t in self.tabs.items() if t.conn is not None or t.running or t.inverting is not None}
         gone = self.store.prune(keep=live)  # a detached tab in memory is saved again on its next action
         if gone:
             log.info("removed %d saved edit(s) (age or count limit)", gone)
 
     def evict(self) -> None:
         """Forget detached tabs beyond a bound (they stay on disk)."""
-        detached = sorted((t.last_used, sid) for sid, t in self.tabs.items() if t.conn is None and not t.running)
+        detached = sorted((t.last_used, sid) for sid, t in self.tabs.items()
+                          if t.conn is None and not t.running and t.inverting is None)
         for _, sid in detached[: max(0, len(detached) - 2 * self.limits.max_sessions)]:
             del self.tabs[sid]
 

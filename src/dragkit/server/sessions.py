@@ -69,11 +69,12 @@ class ModelCache:
     browsers and saved files, and must never be a path.
     """
 
-    def __init__(self, max_models: int = 3, allowed: Any = None) -> None:
+    def __init__(self, max_models: int = 3, allowed: Any = None, loader: Any = None) -> None:
         self._models: OrderedDict[str, Any] = OrderedDict()
         self._max = max_models
         self._lock = threading.Lock()
         self._allowed = allowed
+        self._loader = loader  # name -> generator, or None for the registry's load_model (photos.py)
 
     def get(self, name: str) -> Any:
         from ..models import load_model
@@ -84,15 +85,21 @@ class ModelCache:
             if name in self._models:
                 self._models.move_to_end(name)
                 return self._models[name]
-        G = load_model(name)
+        G = (self._loader(name) if self._loader is not None else None) or load_model(name)
+        self.add(name, G, warm=True)
+        return G
+
+    def add(self, name: str, G: Any, warm: bool = False) -> None:
+        """Keep generator ``G`` under ``name`` (frozen; an edit's own tuned copy, or a loaded model)."""
         for p in G.parameters():
             p.requires_grad_(False)
-        warm_up(G)
+        if warm:
+            warm_up(G)
         with self._lock:
             self._models[name] = G
+            self._models.move_to_end(name)
             while len(self._models) > self._max:
                 self._models.popitem(last=False)
-        return G
 
 
 class Tab:
@@ -107,6 +114,7 @@ class Tab:
         self.history_limit = history_limit
         self.options: dict[str, Any] = edit.options() if edit else {}
         self.running = False
+        self.inverting: Any = None  # a photo's inversion in progress (photos.InversionRun)
         self.stop = threading.Event()
         self.image_png: bytes | None = None
         self.image_rev = 0
@@ -153,9 +161,10 @@ class Tab:
     def _travel(self, src: list[dict[str, Any]], dst: list[dict[str, Any]], models: ModelCache, empty: str) -> None:
         if not src:
             raise SpecError(empty)
-        snap = src.pop()
-        dst.append(self.edit.snapshot())
-        self.restore(snap, models)
+        current = self.edit.snapshot()
+        self.restore(src[-1], models)  # raises (nothing changed) when its generator cannot be loaded
+        src.pop()
+        dst.append(current)
 
     def copy_as(self, sid: str, models: ModelCache) -> "Tab":
         """An independent copy under a new id (a duplicated browser tab)."""

@@ -42,6 +42,9 @@ class Limits:
     max_pending: int = 8  # websockets connected but not yet past "hello"
     hello_timeout: float = 10.0  # seconds a new websocket has to say hello
     max_saved: int = 256  # tabs kept on disk (least recently saved go first)
+    max_photo_bytes: int = 32 * 1024 * 1024  # a photo uploaded for inversion
+    max_invert_steps: int = 1000  # optimisation steps of one inversion phase (W, W+, PTI) a request may ask for
+    max_photos: int = 8  # inverted photos kept per tab (their files; the oldest unused go first)
     keep_days: float = field(default=30.0, metadata=_flag(
         "delete saved edits untouched for this many days, at start and hourly (0 keeps all)"))
 

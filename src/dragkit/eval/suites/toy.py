@@ -27,7 +27,11 @@ sent), the drag's error = the largest of them; ``lost`` when the oracle no
 longer finds a dragged object; ``swapped`` when the object nearest the
 disk's target is the bar (the generator exchanged the shapes, see
 docs/drag.md); the motion of the object nobody dragged; the mean pixel
-change (0-255) outside the flexible region.
+change (0-255) outside the flexible region.  *Identity* (:func:`identity`):
+whether each dragged object is still itself after the drag - the object the
+oracle finds nearest its target has the same shape and the same colour
+(within :data:`COLOR_TOLERANCE`) as the object had before - and how far its
+colour moved.
 """
 from __future__ import annotations
 
@@ -42,6 +46,32 @@ from .. import metrics as M
 from ..engines import run_drag
 
 NAME = "toy"
+#: Largest change of a dragged object's colour (RGB in [0, 1], Euclidean) that keeps its identity.
+#: The world draws colours with saturation 0.65-1 and value 0.8-1 (``dragkit.train.toy``), so two
+#: objects' colours are usually far further apart; the oracle's own colour noise is ~0.01.
+COLOR_TOLERANCE = 0.15
+
+
+def identity(before: Any, after: Any, shape: str, target) -> tuple[bool, float | None]:
+    """Did the dragged object keep its identity?  ``(kept, colour change)``.
+
+    Args:
+        before, after: the oracle's readings (:class:`dragkit.train.toy.ToyMeasurement`) of the
+            images before and after the drag.
+        shape: ``'disk'`` or ``'bar'``: the dragged object.
+        target: ``(x, y)`` where its centre was sent.
+
+    The object after the drag is the one the oracle measured (any blob, plausible or not) nearest
+    ``target``; the identity is kept when it is a plausible object of the same ``shape`` whose colour
+    is within :data:`COLOR_TOLERANCE` of the object's colour before.  The colour change is None when
+    nothing was found.
+    """
+    old = before.get(shape)
+    if old is None or not after.objects:
+        return False, None
+    new = min(after.objects, key=lambda o: math.dist(o.center, target))
+    change = float(np.linalg.norm(np.asarray(new.color) - np.asarray(old.color)))
+    return bool(new.shape == shape and new.plausible and change <= COLOR_TOLERANCE), change
 
 
 def scene_seed(first_seed: int, index: int, attempt: int) -> int:
@@ -146,10 +176,12 @@ class ToySuite:
     default_max_steps = 200
     columns = [
         ("n", "drags", "d"), ("err_mean", "mean err px", ".2f"), ("err_median", "median err px", ".2f"),
-        ("within_1px", "<= 1 px", ".0%"), ("within_2px", "<= 2 px", ".0%"), ("swapped", "swapped", "d"),
+        ("within_1px", "<= 1 px", ".0%"), ("within_1_5px", "<= 1.5 px", ".0%"), ("within_2px", "<= 2 px", ".0%"),
+        ("identity", "identity kept", ".0%"), ("color_change", "colour change", ".3f"), ("swapped", "swapped", "d"),
         ("lost", "lost", "d"), ("err_mean_unswapped", "err px w/o swaps", ".2f"),
         ("still_moved", "undragged moved px", ".2f"), ("outside_change", "outside change", ".2f"),
-        ("reached", "reached", ".0%"), ("steps_mean", "steps", ".1f"), ("steps_to_arrive", "steps to arrive", ".1f"),
+        ("clean", "clean scene", ".0%"), ("reached", "reached", ".0%"), ("steps_mean", "steps", ".1f"),
+        ("steps_to_arrive", "steps to arrive", ".1f"),
     ]
     timing_columns = [("seconds_to_arrive", "s to arrive", ".2f"), ("seconds_per_step", "ms/step", "ms")]
     metric_docs = {
@@ -158,12 +190,19 @@ class ToySuite:
                     "dragged object's measured centre to where its centre was sent",
         "err_median": "median of the same",
         "within_1px": "share of all drags with error <= 1 px (lost drags count as misses)",
+        "within_1_5px": "share of all drags with error <= 1.5 px (the ground-truth tests' bar)",
         "within_2px": "share of all drags with error <= 2 px",
+        "identity": "share of drags after which every dragged object is still itself: the object nearest its "
+                    "target has its shape and its colour (within 0.15 RGB) from before the drag",
+        "color_change": "mean change of the dragged objects' colour (RGB in [0, 1], Euclidean): before vs the object "
+                        "nearest the target after",
         "swapped": "drags where the object nearest the disk's target is the bar (the model exchanged the shapes)",
         "lost": "drags after which the oracle no longer finds a dragged object",
         "err_mean_unswapped": "err_mean over readable drags that did not swap",
         "still_moved": "mean distance (px) the object nobody dragged moved (1-handle drags; masked object with the mask)",
         "outside_change": "mean absolute change (0-255) of the pixels outside the flexible region (mask on)",
+        "clean": "share of final images the oracle reads as a clean scene of the world (one plausible disk, one "
+                 "plausible bar, nothing else): the toy world's realism",
         "reached": "share of drags whose tracked handles met the stop rule",
         "steps_mean": "mean optimisation steps",
         "steps_to_arrive": "mean steps of the drags that reached",
@@ -210,7 +249,9 @@ class ToySuite:
         dev = next(G.parameters()).device
         ws = G.ws_from_seed(prob["seed"], psi=params["psi"]).to(dev)
         with torch.no_grad():
-            before = tensor_to_uint8(G.synthesis(ws))
+            before_img = G.synthesis(ws)
+        before = tensor_to_uint8(before_img)
+        m0 = measure(before_img)
         out = run_drag(G, ws, prob["handles"], prob["targets"], variant.drag_options(),
                        mask=band if masked else None, max_steps=max_steps, engine=variant.engine)
         after = tensor_to_uint8(out.image)
@@ -224,6 +265,10 @@ class ToySuite:
         lost = not math.isfinite(err)
         swapped = bool(m.disk is not None and m.bar is not None
                        and math.dist(m.bar.center, td) < math.dist(m.disk.center, td))
+        kept = [identity(m0, m, "disk", td)]
+        if prob["bar"]["moved"]:
+            kept.append(identity(m0, m, "bar", tb))
+        changes = [c for _, c in kept if c is not None]
         still = None
         if not prob["bar"]["moved"] and m.bar is not None:
             still = math.dist(m.bar.center, prob["bar"]["center"])
@@ -235,6 +280,8 @@ class ToySuite:
             "problem": prob,
             "metrics": {
                 "err": None if lost else round(err, 6), "lost": lost, "swapped": swapped,
+                "identity": all(k for k, _ in kept),
+                "color_change": round(max(changes), 6) if changes else None,
                 "still_moved": None if still is None else round(still, 6),
                 "outside_change": None if outside is None else round(outside, 6),
                 "clean": bool(m.ok), "reached": out.reached, "steps": out.steps,
@@ -257,7 +304,10 @@ class ToySuite:
             "n": len(ms),
             "err_mean": M.mean(errs), "err_median": M.median(errs),
             "within_1px": M.share([e is not None and e <= 1.0 for e in errs]),
+            "within_1_5px": M.share([e is not None and e <= 1.5 for e in errs]),
             "within_2px": M.share([e is not None and e <= 2.0 for e in errs]),
+            "identity": M.share([bool(m.get("identity")) for m in ms]),
+            "color_change": M.mean(m.get("color_change") for m in ms),
             "swapped": sum(m["swapped"] for m in ms), "lost": sum(m["lost"] for m in ms),
             "err_mean_unswapped": M.mean(m["err"] for m in ms if not m["swapped"]),
             "still_moved": M.mean(m["still_moved"] for m in ms),

@@ -11,6 +11,7 @@
 import { S, el, optInputs, pairStatus } from "./state.js";
 import { connect, ack, send } from "./socket.js";
 import { decodeMask, draw, drawn, layout, setImageSize, toScreen } from "./draw.js";
+import { bindPhoto, onProgress, photoView, renderPhoto } from "./photo.js";
 import {
   applyOptionLimits, bindControls, maybeStartGuide, renderControls, renderPoints, restoreInputs, setConn, setRunState,
   showDistances, toast, updateLinks,
@@ -75,6 +76,7 @@ function applyState(m) {
   renderControls();
   renderPoints();
   updateLinks();
+  renderPhoto(m);
   draw();
 }
 
@@ -90,7 +92,9 @@ const frameHandlers = {
     for (const mi of m.models) {
       const o = document.createElement("option");
       o.value = mi.name;
-      o.textContent = `${mi.name}${mi.resolution ? ` · ${mi.resolution}px` : ""}${mi.source === "cache" ? " (cache)" : ""}`;
+            // H x W when not square (StyleGAN-Human: H x H/2), else the side.
+      const size = mi.resolution ? (mi.width && mi.width !== mi.resolution ? `${mi.resolution}×${mi.width}px` : `${mi.resolution}px`) : "";
+      o.textContent = `${mi.name}${size ? ` · ${size}` : ""}${mi.source === "cache" ? " (cache)" : ""}`;
       el.model.appendChild(o);
     }
     let wasRunning = S.interrupted;
@@ -168,6 +172,7 @@ const frameHandlers = {
     }
   },
   pong() {},
+  invert_progress: onProgress,
 };
 
 // Read-only view for tests and benchmarks (bench_app.py, test_browser.py).
@@ -184,6 +189,7 @@ window.dragkit = {
   get live() { return S.live; },
   get metrics() { return S.metrics; },
   get drawn() { return drawn; },
+  get photo() { return photoView; },
   pairStatus,
   toScreen: (xy) => { const r = el.overlay.getBoundingClientRect(); const [x, y] = toScreen(xy); return [r.left + x, r.top + y]; },
 };
@@ -194,4 +200,5 @@ window.addEventListener("pagehide", () => {
   if (S.running) sessionStorage.setItem("dragkit.interrupted", JSON.stringify({ step: S.live ? S.live.step : 0 }));
 });
 bindControls();
+bindPhoto(toast);
 connect(frameHandlers, setConn, () => toast("Not connected to the server; retrying…"));
