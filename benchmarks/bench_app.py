@@ -108,8 +108,11 @@ def _click(page, xy) -> None:
 
 
 def take_screenshots(page, out: Path, model: str, seed: int) -> None:
-    """The editor with points and a mask, mid-drag, and after: ``out/app-*.png``."""
+    """The first visit's guide, the editor with points and a mask, mid-drag, and after: ``out/app-*.png``."""
     out.mkdir(parents=True, exist_ok=True)
+    if page.is_visible("#guide"):
+        page.screenshot(path=str(out / "app-first-run.png"))
+        page.click("#guide-close")
     for s in range(seed, seed + 40):  # a scene with a disk to drag, if the oracle finds one
         if pick_points(model, s)[2] == "toy disk":
             seed = s

@@ -337,8 +337,10 @@ def test_download_png_and_session_then_reopen(page, browser, server, tmp_path):
     click_at(page, (R * 0.5, R * 0.5))
     st = wait_state(page, "s.points.length === 1")
 
+    page.select_option("#dl-scale", "1")
     with page.expect_download() as dl:
         page.click("#dl-png")
+    assert dl.value.suggested_filename == f"{MODEL}-2-edit.png"
     png_path = tmp_path / "image.png"
     dl.value.save_as(png_path)
     png = Image.open(png_path)

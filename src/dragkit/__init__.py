@@ -6,6 +6,12 @@ Public API (re-exports only)::
 """
 from __future__ import annotations
 
+from .threads import set_wait_policy as _set_wait_policy
+
+# Before torch loads: OpenMP threads that sleep instead of spinning (a shared
+# machine's drag steps are several times faster; dragkit/threads.py).
+_set_wait_policy()
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "load_model", "DragSession"]

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
-# OpenMP threads that spin while waiting steal the CPU from each other on a
-# small or shared machine: a drag step of a small model ran 5-10x slower
-# with the default policy (benchmarks/bench_drag.py).  Must be set before
-# torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from typing import Sequence
+
+# The package's __init__ has set OMP_WAIT_POLICY=PASSIVE before torch loads
+# (dragkit/threads.py: the library and the CLI tune threads the same way).
 
 from .errors import DragkitError
 
@@ -36,8 +33,15 @@ _SUBCOMMAND_MODULES = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``dragkit: error: argument --psi: invalid float value: 'x'
+    (see dragkit generate --help)``) instead of the usage block and the error; every
+    subcommand's parser is one of these too (``add_subparsers`` makes its parsers of this class)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"dragkit: error: {message} (see {self.prog} --help)\n")
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dragkit",
         description="DragGAN as real software: drag points on StyleGAN2 images.",
     )
@@ -47,17 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     for modname in _SUBCOMMAND_MODULES:
         importlib.import_module(modname).register(sub)
     return parser
-
-
 def _version() -> str:
     from . import __version__
 
     return f"dragkit {__version__}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    # --debug is accepted anywhere on the line (before or after the subcommand), up to a literal "--"
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end]
+    if debug:
+        argv = [a for a in argv[:end] if a != "--debug"] + argv[end:]
+        argv.insert(0, "--debug")
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -75,7 +80,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(exc) if isinstance(exc, DragkitError) else f"{exc.strerror}: {exc.filename}"
         print(f"dragkit: error: {msg}", file=sys.stderr)
         return 1
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

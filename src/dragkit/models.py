@@ -19,6 +19,7 @@ import torch
 from .errors import ModelNotFoundError
 from .formats import SUPPORTED, load_checkpoint
 from .nets import Generator
+from .threads import tune_threads
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = "toy"
@@ -128,6 +129,7 @@ def load_model(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, device: str
         ModelNotFoundError: unknown name / missing path (message lists models).
         CheckpointError: the file is corrupt, hostile or does not fit.
     """
+    tune_threads()  # once: the CLI's thread settings for a shared machine (dragkit/threads.py)
     G = load_checkpoint(resolve_model(name_or_path))
     G.model_name = Path(str(name_or_path)).stem if Path(str(name_or_path)).suffix else str(name_or_path)
     return G.to(device)

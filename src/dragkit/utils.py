@@ -126,3 +126,35 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
         return not probes and mkldnn_probe is not None and bool(mkldnn_probe())
     except Exception:  # pragma: no cover - probe missing in an odd build
         return False
+
+
+#: Largest output scale (``--scale``, the app's download choice) and largest output side it may give.
+MAX_SCALE = 16
+MAX_SCALED_SIDE = 8192
+
+
+def check_scale(value: object, size: tuple[int, int] | None = None, what: str = "--scale") -> int:
+    """An output scale: a whole number ``1 .. MAX_SCALE``; with ``size`` (H, W), also
+    at most :data:`MAX_SCALED_SIDE` pixels on the larger side once scaled.
+
+    Raises:
+        DragkitError: ``"--scale must be a whole number between 1 and 16, got 0"``.
+    """
+    from .errors import DragkitError
+
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer)) \
+        and float(value).is_integer() and 1 <= int(value) <= MAX_SCALE
+    if not ok:
+        raise DragkitError(f"{what} must be a whole number between 1 and {MAX_SCALE}, got {value!r:.40}")
+    k = int(value)
+    if size is not None and max(size) * k > MAX_SCALED_SIDE:
+        raise DragkitError(f"{what} {k} would make a {size[1] * k}x{size[0] * k} image; "
+                           f"at most {MAX_SCALED_SIDE} pixels a side")
+    return k
+
+
+def upscale(img: Image.Image, k: int) -> Image.Image:
+    """``img`` enlarged ``k`` times with nearest-neighbour (crisp pixels for small models)."""
+    if k == 1:
+        return img
+    return img.resize((img.size[0] * k, img.size[1] * k), Image.NEAREST)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ def register(sub: Any) -> None:
     p.add_argument("--video", default=None, help="progress video, .mp4 (ffmpeg) or .gif")
     p.add_argument("--report", default=None, help="JSON report: steps, final_points, distances, reached, timings")
     p.add_argument("--annotate", action="store_true", help="draw handles, targets and arrows on the output")
+    p.add_argument("--scale", type=int, default=1,
+                   help="enlarge the output image and video frames N times, nearest neighbour, annotations "
+                   "drawn at that size (default 1; videos are at least 256 px high anyway)")
     p.add_argument("--fps", type=int, default=10, help="video frame rate (default 10)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--threads", type=int, default=None,
@@ -33,6 +37,7 @@ def register(sub: Any) -> None:
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
+    from ..utils import check_scale
     from ..video import VIDEO_SUFFIXES
 
     if Path(args.out).suffix.lower() not in IMAGE_SUFFIXES:
@@ -45,6 +50,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
         raise SpecError("--fps must be >= 1")
     if args.threads is not None and args.threads < 1:
         raise SpecError("--threads must be >= 1")
+    check_scale(args.scale)
     for name in ("out", "video", "report"):
         v = getattr(args, name)
         if v is not None and Path(v).is_dir():
@@ -56,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..models import default_model_name, load_model
-    from ..utils import save_image_atomic, atomic_write_bytes
+    from ..utils import atomic_write_bytes, check_scale, save_image_atomic, upscale
     from ..video import write_video
     from .options import image_size
     from .render import annotate
@@ -73,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     except (RuntimeError, AssertionError) as exc:  # e.g. an unavailable device
         raise DragkitError(f"cannot load model {model_name!r} on {args.device}: {exc}") from None
     H, W = image_size(G)
+    check_scale(args.scale, (H, W))
     check_points(spec, (H, W))
     spec.options.validate(G, num_points=len(spec.points))  # radii and work per step, before any compute
     mask = load_mask_image(spec.mask, (H, W)) if spec.mask is not None else None
@@ -90,11 +97,18 @@ def run(args: argparse.Namespace) -> int:
 
     frames = []
 
+    k = args.scale
+
     def frame():
         img = s.image()
         if args.annotate:
-            img = annotate(img, [p.handle for p in s.points], targets, origins)
-        return img
+            return annotate(img, [p.handle for p in s.points], targets, origins, scale=k)
+        return upscale(img, k)
+
+    outside = s.handles_outside_mask()
+    for i in outside:
+        print(f"dragkit: warning: handle {i + 1} {list(origins[i])} lies outside the mask's flexible region: "
+              "it cannot move (paint the mask over it)", file=sys.stderr)
 
     if args.video is not None:
         frames.append(frame())
@@ -107,9 +121,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     assert last is not None
     steps = last.step
-    result = s.image()
-    if args.annotate:
-        result = annotate(result, [p.handle for p in s.points], targets, origins)
+    result = frame()
     if args.video is not None:
         if steps:
             frames[-1] = frame()  # the final image with the final tracked points
@@ -134,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
             "options": opts.to_dict(),
             "out": str(args.out),
             "video": args.video,
+            "scale": k,
+            "handles_outside_mask": outside,
         }
         atomic_write_bytes(args.report, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
     print(

@@ -29,6 +29,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from ..errors import SpecError
 
 __all__ = [
@@ -39,6 +41,9 @@ __all__ = [
     "option_limits",
     "check_steps",
     "MAX_SEED",
+    "PSI_RANGE",
+    "check_seed",
+    "check_psi",
     "MAX_POINTS",
     "MAX_STEPS",
     "MAX_STEP_SAMPLES",
@@ -75,6 +80,10 @@ MAX_POINTS = 68
 MAX_STEPS = 100_000
 #: Largest seed (NumPy's ``RandomState`` takes ``0 .. 2^32 - 1``).
 MAX_SEED = 2**32 - 1
+#: Truncation psi accepted everywhere (library, spec, CLI, web app): -1 mirrors
+#: the image through the mean, 0 is the mean image, 1 untruncated, up to 2
+#: exaggerated (beyond that the generator leaves its training distribution).
+PSI_RANGE = (-1.0, 2.0)
 #: Most feature values one step may gather (motion supervision + tracking),
 #: 2^25 = 33.5 M (float32 with gradients: a few hundred MB).  The defaults at
 #: 1024 px with 68 points need 26 M; 32 points with r1 = r2 = 16 px on the
@@ -159,6 +168,35 @@ def check_steps(value: Any, what: str = "max_steps", lo: int = 0, hi: int = MAX_
         shown = repr(value) if isinstance(value, (int, float, bool)) else f"{value!r:.40}"
         raise SpecError(f"{what} must be a whole number between {lo} and {hi}, got {shown}")
     return int(value)
+
+
+def check_seed(value: Any, what: str = "seed") -> int:
+    """A seed: a whole number in ``0 .. MAX_SEED`` (a float with no fraction is accepted).
+
+    Raises:
+        SpecError: ``"seed must be a whole number between 0 and 4294967295, got -1"``.
+    """
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer)) \
+        and math.isfinite(value) and int(value) == value and 0 <= int(value) <= MAX_SEED
+    if not ok:
+        shown = repr(value) if isinstance(value, (int, float, bool, np.integer)) else f"{value!r:.40}"
+        raise SpecError(f"{what} must be a whole number between 0 and {MAX_SEED}, got {shown}")
+    return int(value)
+
+
+def check_psi(value: Any, what: str = "psi") -> float:
+    """A truncation psi: a finite number in :data:`PSI_RANGE`.
+
+    Raises:
+        SpecError: ``"psi must be a number between -1 and 2, got 9"``.
+    """
+    lo, hi = PSI_RANGE
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.floating, np.integer)) \
+        and math.isfinite(value) and lo <= value <= hi
+    if not ok:
+        shown = repr(value) if isinstance(value, (int, float, bool)) else f"{value!r:.40}"
+        raise SpecError(f"{what} must be a number between {lo:g} and {hi:g}, got {shown}")
+    return float(value)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw
 
+from ..utils import upscale
 from ..video import VIDEO_SUFFIXES, write_video  # noqa: F401  (their home is dragkit.video)
 
 __all__ = ["annotate"]
@@ -19,13 +20,26 @@ def annotate(
     handles: Sequence[Sequence[float]],
     targets: Sequence[Sequence[float]],
     origins: Sequence[Sequence[float]] | None = None,
+    scale: int = 1,
 ) -> Image.Image:
     """Draw handles (red), targets (blue) and arrows handle -> target on a copy of ``img``.
 
-    ``origins`` (the handles' starting positions) adds a white trail from
-    each origin to its handle.  Marker sizes scale with the image.
+    Points are ``[x, y]`` pixels of ``img``.  ``origins`` (the handles'
+    starting positions) adds a white trail from each origin to its handle.
+    ``scale``: the image is first enlarged that many times (nearest
+    neighbour) and the marks are drawn at the enlarged size, so they stay
+    sharp on a small model (pixel ``p``'s centre lands at ``(p + 0.5) k - 0.5``).
+    Marker sizes scale with the (enlarged) image.
     """
-    out = img.convert("RGB").copy()
+    k = int(scale)
+    out = upscale(img.convert("RGB"), k).copy()
+
+    def at(p: Sequence[float]) -> tuple[float, float]:
+        return ((p[0] + 0.5) * k - 0.5, (p[1] + 0.5) * k - 0.5)
+
+    handles = [at(h) for h in handles]
+    targets = [at(t) for t in targets]
+    origins = None if origins is None else [at(o) for o in origins]
     d = ImageDraw.Draw(out)
     s = max(out.size[0] / 256, 0.25)
     r = max(1.0, 3.0 * s)

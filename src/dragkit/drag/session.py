@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from ..errors import DragkitError, SpecError
+from ..threads import tune_threads
 from . import freedrag as fd
 from .core import (
     confident_templates,
@@ -66,6 +67,8 @@ from .options import (  # re-exported: their home is .options
     auto_lambda_mask,
     auto_r1,
     auto_r2,
+    check_psi,
+    check_seed,
     check_steps,
     image_size,
 )
@@ -134,13 +137,16 @@ class DragSession:
             caller keeps its own history; undo and redo then do nothing).
 
     Raises:
-        SpecError: bad options or points; DragkitError for other misuse.
+        SpecError: bad options or points, a seed outside ``0 .. 2^32 - 1`` or not whole,
+            a psi outside ``-1 .. 2`` (``drag.options.check_seed``/``check_psi``);
+            DragkitError for other misuse.
     """
 
     def __init__(
         self, G: DragGenerator, seed: int = 0, psi: float = 0.7, *, options: DragOptions | None = None,
         device: str | torch.device | None = None, history: bool = True, _ws: torch.Tensor | None = None,
     ) -> None:
+        tune_threads()  # once per process (dragkit/threads.py): a library drag as fast as the CLI's
         self.G = G
         gdev = next(G.parameters()).device
         self.device = torch.device(device) if device is not None else gdev
@@ -148,9 +154,9 @@ class DragSession:
             raise DragkitError(f"the generator is on {gdev}, not {self.device}; move it with G.to(device) first")
         self.options = copy.deepcopy(options) if options is not None else DragOptions()
         self.options.validate(G)
-        self.seed = None if _ws is not None else int(seed)
-        self.psi = float(psi)
-        ws = _ws if _ws is not None else G.ws_from_seed(int(seed), psi=float(psi))
+        self.seed = None if _ws is not None else check_seed(seed)
+        self.psi = check_psi(psi) if _ws is None else float(psi)
+        ws = _ws if _ws is not None else G.ws_from_seed(self.seed, psi=self.psi)
         self._latent = self._check_ws(ws)
         self.w0 = self._latent.clone()
         self._points: list[_Point] = []
@@ -338,6 +344,21 @@ class DragSession:
             m = m.copy()
         self.end_drag()
         self._mask = m
+
+    def handles_outside_mask(self) -> list[int]:
+        """Indices of the pairs whose handle lies on a fixed pixel of the mask (its nearest
+        pixel is False): such a handle cannot move, and a drag would run to its step cap.
+        Empty without a mask (everything may move)."""
+        if self._mask is None:
+            return []
+        H, W = self.image_size
+        out = []
+        for i, p in enumerate(self._points):
+            x = min(max(int(round(p.handle[0])), 0), W - 1)
+            y = min(max(int(round(p.handle[1])), 0), H - 1)
+            if not self._mask[y, x]:
+                out.append(i)
+        return out
 
     # -- images -------------------------------------------------------------
 
@@ -564,14 +585,22 @@ class DragSession:
         return result
 
     def run(self, max_steps: int = 300) -> Iterator[StepResult]:
-        """Drag until the stop rule or ``max_steps`` optimisation steps; yields every step.
+        """Drag until the stop rule or ``max_steps`` optimisation steps; yields one result per state.
 
-        The last result has ``done=True``; its points are tracked on the
-        final image and ``reached`` says whether the stop rule was met.  The
-        drag ends (and enters the history) when the generator finishes or is
-        closed.
+        Result ``k`` (``r.step == k``) holds the handles tracked after ``k``
+        updates: the first is the start (``step == 0``, the points as placed),
+        then one per update, each step number once; the last has ``done=True``,
+        its points tracked on the final image, and ``reached`` says whether the
+        stop rule was met.  A drag of N updates yields N + 1 results.
+        ``max_steps=0`` changes nothing and yields the start, ``done=True``.
+        (:meth:`step` labels its result with the updates *after* its own;
+        ``run`` labels by the state the points were tracked on.)  The drag ends
+        (and enters the history) when the generator finishes or is closed.
         """
         max_steps = check_steps(max_steps)
+        if max_steps == 0:
+            yield self.status() if self._drag is None else self.track()
+            return
         try:
             while True:
                 d = self._drag
@@ -579,9 +608,10 @@ class DragSession:
                     yield self.track()
                     return
                 r = self.step()
-                yield r
                 if r.done:
+                    yield r
                     return
+                yield dataclasses.replace(r, step=r.step - 1)  # tracked before this update
                 if self._drag is not None and self._drag.steps >= max_steps:
                     yield self.track()
                     return
@@ -774,7 +804,7 @@ class DragSession:
     def from_bytes(cls, data: bytes, G: DragGenerator, *, history: bool = True) -> "DragSession":
         """A session from a session file's bytes (untrusted: validated by :meth:`set_state`).
 
-        The argument order is :meth:`load`'s (``load(path, G)``); ``history=False``
+        ``history=False``
         drops the file's drag history (see the module docstring).
 
         Raises:
@@ -800,8 +830,20 @@ class DragSession:
         return s
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], G: DragGenerator) -> "DragSession":
-        """Read a session written by :meth:`save` for generator ``G``."""
+    def load(cls, G: Any, path: Any) -> "DragSession":
+        """Read a session written by :meth:`save`: ``DragSession.load(G, path)``, the generator
+        first as in ``DragSession(G, ...)``.  The older order ``load(path, G)`` is still accepted
+        (told apart by which argument is a path).
+
+        Raises:
+            DragkitError: unreadable file, not a session file, or made for another model shape.
+        """
+        if isinstance(G, (str, os.PathLike)) and not isinstance(path, (str, os.PathLike)):
+            G, path = path, G
+        if not isinstance(path, (str, os.PathLike)):
+            raise DragkitError(f"DragSession.load(G, path): path must be a file path, got {type(path).__name__}")
+        if not hasattr(G, "ws_from_seed") or not hasattr(G, "synthesis"):
+            raise DragkitError(f"DragSession.load(G, path): G must be a generator, got {type(G).__name__}")
         p = Path(path)
         try:
             with open(p, "rb") as f:

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import SpecError
-from .options import MAX_POINTS, MAX_SEED, DragOptions, check_steps
+from .options import MAX_POINTS, DragOptions, check_psi, check_seed, check_steps
 from .points import check_inside, parse_xy
 
 __all__ = ["EditSpec", "parse_spec", "load_spec", "SPEC_KEYS"]
@@ -62,10 +62,8 @@ def parse_spec(data: Any, base_dir: str | os.PathLike[str] = ".") -> EditSpec:
         raise SpecError(f"model must be a model name or path, got {json.dumps(model)}")
     if "latent" in data and data["latent"] is not None and ("seed" in data or "psi" in data):
         raise SpecError("give either latent or seed/psi, not both")
-    seed = data.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise SpecError(f"seed must be an integer in [0, 2^32), got {json.dumps(seed)}")
-    psi = _number(data.get("psi", 0.7), "psi")
+    seed = check_seed(data.get("seed", 0))
+    psi = check_psi(data.get("psi", 0.7))
     latent = data.get("latent")
     if latent is not None:
         if not isinstance(latent, str) or not latent.endswith(".npy"):

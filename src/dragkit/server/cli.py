@@ -26,8 +26,11 @@ def default_threads(cpus: int) -> int:
     """Half the cores, at most 8: the compute thread shares the machine with the
     server, the browser and often a training run, and an oversubscribed
     PyTorch thread pool is many times slower than a smaller one (measured:
-    9 ms vs 170 ms per toy drag step with 1 vs 2 threads on 2 busy cores)."""
-    return max(1, min(8, cpus // 2))
+    9 ms vs 170 ms per toy drag step with 1 vs 2 threads on 2 busy cores).
+    The rule is :func:`dragkit.threads.default_threads` (the library's too)."""
+    from ..threads import default_threads as rule
+
+    return rule(cpus)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -168,6 +168,10 @@ class Edit:
         """The points as they are now, with distances, ``arrived`` and the stop distance (the engine's)."""
         return self.session.status()
 
+    def handles_outside_mask(self) -> list[int]:
+        """Pairs whose handle lies on a fixed pixel of the mask (it cannot move; the engine's rule)."""
+        return self.session.handles_outside_mask()
+
     def points(self) -> list[dict[str, list[float]]]:
         return [{"handle": [float(p.handle[0]), float(p.handle[1])], "target": [float(p.target[0]), float(p.target[1])]}
                 for p in self.session.points]

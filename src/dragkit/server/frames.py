@@ -60,7 +60,7 @@ def state_frame(tab: "Tab", with_image: bool, re: Any = None) -> dict[str, Any]:
         "options": {}, "options_resolved": {}, "option_limits": {},
         "max_steps": tab.max_steps,
         "points": [], "distances": [], "arrived": [], "stop_distance": None,
-        "mask": None,
+        "mask": None, "handles_outside_mask": [],
         "can_undo": bool(tab.undo_stack),
         "can_redo": bool(tab.redo_stack),
         "running": tab.running,
@@ -79,6 +79,7 @@ def state_frame(tab: "Tab", with_image: bool, re: Any = None) -> dict[str, Any]:
             options=edit.options(), options_resolved=edit.resolved_options(), option_limits=edit.option_limits(),
             points=edit.points(), distances=status["distances"], arrived=status["arrived"],
             stop_distance=status["stop_distance"], mask=data_url(png) if png else None,
+            handles_outside_mask=edit.handles_outside_mask(),
         )
         if with_image:
             msg["image"] = data_url(tab.image_png)

@@ -130,7 +130,10 @@ async def hello(conn: Connection, msg: p.Hello) -> None:
         conn.error(f"too many open editor tabs ({limits.max_sessions}); close one and reload", code="limit",
                    re=msg.id)
         await asyncio.sleep(0.2)
-        await conn.ws.close(code=1013)
+        try:
+            await conn.ws.close(code=1013)
+        except Exception:  # the tab went first (it read the refusal and closed): a refusal is not an error
+            pass
         return
     resumed, tab = "new", None
     if valid_sid(msg.session):

@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from ..drag.options import MAX_POINTS
 from ..drag.points import XY
-from ..drag.schema import Seed
+from ..drag.options import PSI_RANGE as _PSI_RANGE
+from ..drag.options import check_psi as _check_psi
+from ..drag.options import check_seed as _check_seed
 from ..errors import DragkitError, show_value
 
 __all__ = [
@@ -41,8 +43,8 @@ __all__ = [
     "PSI_RANGE",
 ]
 
-#: Truncation psi a browser may ask for.
-PSI_RANGE = (-1.0, 2.0)
+#: Truncation psi a browser may ask for: the engine's range (one rule, drag.options).
+PSI_RANGE = _PSI_RANGE
 
 
 class ProtocolError(DragkitError):
@@ -54,7 +56,19 @@ class LimitError(DragkitError):
 
 
 ModelName = Annotated[str, Field(min_length=1, max_length=256)]
-Psi = Annotated[float, Field(ge=PSI_RANGE[0], le=PSI_RANGE[1], allow_inf_nan=False)]
+def _engine_rule(check: Any, what: str) -> Any:
+    """A pydantic validator that is the engine's rule (``drag.options.check_seed``/``check_psi``),
+    so the page gets the library's and the CLI's wording ("seed must be a whole number between ...")."""
+    def validate(v: Any) -> Any:
+        try:
+            return check(v, what)
+        except DragkitError as exc:
+            raise ValueError(str(exc)[len(what) + 1:]) from None
+    return BeforeValidator(validate)
+
+
+Psi = Annotated[float, _engine_rule(_check_psi, "psi")]
+Seed = Annotated[int, _engine_rule(_check_seed, "seed")]
 Index = Annotated[int, Field(ge=0, le=MAX_POINTS - 1)]
 MaxSteps = int  # bounded by the server's Limits.max_steps when handled (one rule: drag.options.check_steps)
 

@@ -17,6 +17,7 @@ from starlette.requests import HTTPConnection
 
 from .. import __version__
 from ..errors import DragkitError
+from ..utils import check_scale, upscale
 from ..video import MEDIA_TYPES, encode_video
 from .connection import Connection
 from .server import Server
@@ -81,24 +82,45 @@ def models(server: ServerDep) -> dict[str, Any]:
     return {"models": server.models_json(), "default": server.model_name()}
 
 
+def download_name(edit: Any, what: str) -> str:
+    """``<model>-<seed>-edit.png``, ``<model>-<seed>-progress.mp4``, ``<model>-<seed>.dragkit.json``
+    (``edit`` in place of the seed for an edit that did not start from one)."""
+    name = getattr(edit, "base_model", None) or edit.model  # a photo's edit: the model it was inverted into
+    model = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))[:64] or "model"
+    return f"{model}-{edit.seed if edit.seed is not None else 'edit'}{what}"
+
+
 @router.get("/api/sessions/{sid}/image.png")
-async def image_png(tab: TabDep, server: ServerDep) -> Response:
+async def image_png(tab: TabDep, server: ServerDep, scale: str = "1") -> Response:
+    """The current image; ``?scale=N`` (1-16) enlarges it N times with nearest neighbour."""
     edit = _edit(tab)
+    try:
+        k = check_scale(int(scale) if scale.strip().lstrip("-").isdigit() else scale, edit.image_size, what="scale")
+    except DragkitError as exc:
+        raise HTTPException(400, str(exc)) from None
 
     def get() -> bytes:
         if tab.image_png is None:
             tab.refresh_image()
-        return tab.image_png
+        if k == 1:
+            return tab.image_png
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        upscale(Image.open(io.BytesIO(tab.image_png)), k).save(buf, format="PNG")
+        return buf.getvalue()
 
     png = await server.run(tab.sid, get)
-    return _attachment(png, "image/png", f"dragkit-{edit.base_model}-{edit.seed if edit.seed is not None else 'edit'}.png")
+    return _attachment(png, "image/png", download_name(edit, "-edit.png"))
 
 
 @router.get("/api/sessions/{sid}/session.dragkit.json")
 async def session_file(tab: TabDep, server: ServerDep) -> Response:
     edit = _edit(tab)
     data = await server.run(tab.sid, edit.file_bytes)
-    return _attachment(data, "application/json", "edit.dragkit.json")
+    return _attachment(data, "application/json", download_name(edit, ".dragkit.json"))
 
 
 @router.get("/api/sessions/{sid}/progress.{ext}")
@@ -113,7 +135,9 @@ async def progress_video(ext: str, tab: TabDep) -> Response:
                                        hold=VIDEO_HOLD_SECONDS)
     except DragkitError as exc:
         raise HTTPException(503, str(exc)) from None
-    return _attachment(data, MEDIA_TYPES[ext], f"dragkit-progress.{ext}")
+    edit = tab.edit
+    name = download_name(edit, f"-progress.{ext}") if edit is not None else f"dragkit-progress.{ext}"
+    return _attachment(data, MEDIA_TYPES[ext], name)
 
 
 @router.websocket("/ws")

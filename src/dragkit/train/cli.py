@@ -95,8 +95,36 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+#: Numeric flags and their ranges (lo, hi; None = unbounded), checked before anything runs:
+#: a bad value is one line, not a traceback from deep inside the trainer.
+_RANGES = {
+    "kimg": (1e-6, None), "batch": (1, None), "resolution": (4, 4096), "seed": (0, 2**32 - 1),
+    "z_dim": (1, None), "w_dim": (1, None), "map_layers": (1, None), "g_channel_base": (1, None),
+    "g_channel_max": (1, None), "d_channel_base": (1, None), "d_channel_max": (1, None), "mbstd_group": (1, None),
+    "glr": (1e-12, None), "dlr": (1e-12, None), "gamma": (0, None), "r1_interval": (1, None),
+    "pl_weight": (0, None), "style_mixing": (0, 1), "ema_kimg": (1e-6, None), "tick_kimg": (1e-6, None),
+    "snap_ticks": (1, None), "sample_ticks": (1, None),
+}
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    """Every numeric flag given is finite and within :data:`_RANGES` (``DragkitError`` naming the flag)."""
+    import math
+
+    for name, (lo, hi) in _RANGES.items():
+        v = getattr(args, name, None)
+        if v is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if not math.isfinite(v) or v < lo or (hi is not None and v > hi):
+            want = f"between {lo:g} and {hi:g}" if hi is not None else (f"at least {lo:g}" if lo >= 1 or lo == 0 else "above 0")
+            raise DragkitError(f"{flag} must be {want}, got {v:g}")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
+
+    check_ranges(args)
 
     from .export import export_checkpoint, export_networks, run_metadata
     from .loop import Trainer, TrainConfig, make_config

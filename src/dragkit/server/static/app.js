@@ -13,8 +13,8 @@ import { connect, ack, send } from "./socket.js";
 import { decodeMask, draw, drawn, layout, setImageSize, toScreen } from "./draw.js";
 import { bindPhoto, onProgress, photoView, renderPhoto } from "./photo.js";
 import {
-  applyOptionLimits, bindControls, renderControls, renderPoints, setConn, setRunState, showDistances, toast,
-  updateLinks,
+  applyOptionLimits, bindControls, maybeStartGuide, renderControls, renderPoints, restoreInputs, setConn, setRunState,
+  showDistances, toast, updateLinks,
 } from "./controls.js";
 
 // The token travels only in the HttpOnly cookie the login page obtained
@@ -27,15 +27,36 @@ function showImage(url) {
   return el.image.decode().catch(() => {});
 }
 
+// The status bar tells the last drag's outcome only while the edit is the one it left
+// (same image, same points): undo, a new seed or psi, moved points or an opened file reset it.
+function outcomeKey(m) { return `${m.image_rev}|${JSON.stringify(m.points)}`; }
+
 function applyState(m) {
   if (m.re !== undefined) S.resync.delete(m.re);
   S.st = m;
+  if (!m.running) {
+    if (S.outcomeKey === "pending") S.outcomeKey = outcomeKey(m);
+    else if (S.outcomeKey && S.outcomeKey !== outcomeKey(m)) {
+      S.outcomeKey = null;
+      S.interrupted = null;
+      setRunState("idle", "idle");
+      el.stepInfo.textContent = "step 0";
+    }
+    showDistances(m.distances);
+  }
+  if (S.openRequest && m.re === S.openRequest.id) {
+    const what = m.seed !== null ? `seed ${m.seed}` : "an edited latent";
+    toast(`Opened ${S.openRequest.name}: ${m.model}, ${what}, ${m.points.length} point pair${m.points.length === 1 ? "" : "s"}.`, "info");
+    S.openRequest = null;
+    if (document.activeElement === el.seed) el.seed.blur();
+  }
   S.running = m.running;
   if (!m.running) S.live = null;
   if (m.width && (m.width !== S.W || m.height !== S.H)) setImageSize(m.width, m.height);
   S.points = m.points.map((p) => ({ handle: p.handle.slice(), target: p.target.slice() }));
   if (S.selected >= S.points.length) S.selected = S.points.length - 1;
-  if (document.activeElement !== el.seed && m.seed !== null) el.seed.value = m.seed;
+  if (document.activeElement !== el.seed) el.seed.value = m.seed ?? "";  // empty: an edit not made from a seed
+  el.seed.placeholder = m.seed === null ? "(latent)" : "";
   if (document.activeElement !== el.psi && m.psi !== null) el.psi.value = m.psi;
   if (m.model) el.model.value = m.model;
   if (document.activeElement !== el.maxSteps) el.maxSteps.value = m.max_steps;
@@ -44,7 +65,8 @@ function applyState(m) {
     const v = m.options[inp.dataset.opt];
     inp.value = v === null || v === undefined ? "" : v;
     const auto = m.options_resolved ? m.options_resolved[inp.dataset.opt] : undefined;
-    if (inp.tagName === "INPUT" && auto !== undefined && auto !== null) inp.placeholder = `auto (${typeof auto === "number" ? +auto.toFixed(3) : auto})`;
+    const shown = inp.dataset.opt === "stop_distance" && (auto === undefined || auto === null) ? m.stop_distance : auto;
+    if (inp.tagName === "INPUT" && shown !== undefined && shown !== null) inp.placeholder = `auto (${typeof shown === "number" ? +shown.toFixed(3) : shown})`;
   }
   applyOptionLimits(m.option_limits);
   el.resInfo.textContent = m.model ? `${m.model} · ${m.width}×${m.height}` : "no model";
@@ -75,12 +97,28 @@ const frameHandlers = {
       o.textContent = `${mi.name}${size ? ` · ${size}` : ""}${mi.source === "cache" ? " (cache)" : ""}`;
       el.model.appendChild(o);
     }
-    if (m.resumed === "resumed") toast("Reopened your edit where you left it.", "info");
+    let wasRunning = S.interrupted;
+    try {
+      const saved = sessionStorage.getItem("dragkit.interrupted");
+      if (saved) wasRunning = JSON.parse(saved);
+    } catch { /* no storage */ }
+    sessionStorage.removeItem("dragkit.interrupted");
+    S.interrupted = null;
+    if (wasRunning && m.resumed !== "new") {
+      S.outcomeKey = "pending";  // the pill stays until the edit changes
+      S.interruptedAt = wasRunning.step;  // the server may still send that drag's `done` to this page
+      setRunState("stopped", "interrupted");
+      el.stepInfo.textContent = `interrupted at step ${wasRunning.step}`;
+      toast(`The drag was interrupted (the page reloaded or the connection was lost) at step ${wasRunning.step}; ` +
+            "press Start to carry on from the image you see.", "warn");
+    } else if (m.resumed === "resumed") toast("Reopened your edit where you left it.", "info");
     if (m.resumed === "copied") toast("This edit is open in another tab; this tab works on a copy.", "info");
+    maybeStartGuide(m);
     updateLinks();
   },
   state: applyState,
   started(m) {
+    S.interruptedAt = null;
     S.running = true;
     S.live = { points: m.points.map((p) => p.handle), step: 0, distances: null, arrived: null };
     S.trail = m.points.map((p) => [p.handle.slice()]);
@@ -106,6 +144,13 @@ const frameHandlers = {
     showDistances(m.distances);
   },
   done(m) {
+    if (!S.running && S.interruptedAt !== null && S.interruptedAt !== undefined) {
+      // the end of the drag the reload interrupted (it stopped on the server): still "interrupted"
+      S.outcomeKey = "pending";
+      setRunState("stopped", "interrupted");
+      el.stepInfo.textContent = `interrupted at step ${m.steps}`;
+      return;
+    }
     S.running = false;
     S.live = null;
     S.lastOutcome = m;
@@ -113,13 +158,16 @@ const frameHandlers = {
     const label = { reached: "reached", max_steps: "step cap", stopped: "stopped", error: "failed" }[m.reason] || m.reason;
     setRunState(m.reason === "reached" ? "reached" : "stopped", label);
     el.stepInfo.textContent = `${m.steps} steps · ${m.seconds}s`;
+    S.outcomeKey = "pending";  // taken from the state that follows
     if (m.distances) showDistances(m.distances);
     if (m.reason === "max_steps") toast(`Stopped at the step cap (${m.steps} steps) before every handle arrived.`, "info");
   },
   error(m) {
     toast(m.message);
+    if (S.openRequest && m.re === S.openRequest.id) S.openRequest = null;
     if (m.re !== undefined && S.resync.has(m.re)) {
       S.resync.delete(m.re);
+      restoreInputs();  // at once, even in a focused field
       send({ type: "state" });  // put the inputs back as the server has them
     }
   },
@@ -147,6 +195,10 @@ window.dragkit = {
 };
 
 window.addEventListener("resize", layout);
+// A reload during a drag stops it on the server; the reloaded page says so (welcome).
+window.addEventListener("pagehide", () => {
+  if (S.running) sessionStorage.setItem("dragkit.interrupted", JSON.stringify({ step: S.live ? S.live.step : 0 }));
+});
 bindControls();
 bindPhoto(toast);
 connect(frameHandlers, setConn, () => toast("Not connected to the server; retrying…"));

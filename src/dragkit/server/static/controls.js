@@ -5,19 +5,67 @@ import { S, el, optInputs, fmt, pairStatus, resetMetrics } from "./state.js";
 import { draw, hitTest, maskPng, stamp, toImage } from "./draw.js";
 import { apiUrl, send } from "./socket.js";
 
+// One toast per message: the same text again refreshes the one shown (with a count), never stacks.
 export function toast(text, kind) {
+  const life = kind === "info" ? 3500 : 6000;
+  for (const t of el.toasts.children) {
+    if (t.dataset.text !== text) continue;
+    const n = (+t.dataset.count || 1) + 1;
+    t.dataset.count = n;
+    t.textContent = `${text} (×${n})`;
+    clearTimeout(t._timer);
+    t._timer = setTimeout(() => t.remove(), life);
+    return;
+  }
   const t = document.createElement("div");
   t.className = "toast" + (kind ? " " + kind : "");
   t.textContent = text;
+  t.dataset.text = text;
   t.setAttribute("role", kind === "info" ? "status" : "alert");
   el.toasts.appendChild(t);
-  setTimeout(() => t.remove(), kind === "info" ? 3500 : 6000);
-  while (el.toasts.children.length > 4) el.toasts.firstChild.remove();
+  t._timer = setTimeout(() => t.remove(), life);
+  while (el.toasts.children.length > 3) el.toasts.firstChild.remove();
 }
 
 export function setConn(on, text) {
   el.conn.className = "conn " + (on ? "on" : "off");
   el.conn.textContent = text;
+  if (!on) {
+    if (S.running) {  // the connection went during a drag: it has stopped on the server
+      S.interrupted = { step: S.live ? S.live.step : 0 };
+      S.running = false;
+      S.live = null;
+      setRunState("stopped", "interrupted");
+    }
+    renderControls();  // Start, undo, ... disabled at once while there is no server
+  }
+}
+
+// Put the inputs back as the server has them (after a refused or malformed value).
+export function restoreInputs() {
+  const st = S.st;
+  if (!st) return;
+  el.seed.value = st.seed ?? "";
+  if (st.psi !== null && st.psi !== undefined) el.psi.value = st.psi;
+  el.maxSteps.value = st.max_steps;
+  for (const inp of optInputs) {
+    const v = st.options[inp.dataset.opt];
+    inp.value = v === null || v === undefined ? "" : v;
+  }
+}
+
+// A number typed into `inp`, or null after one clear message (empty, letters, not finite);
+// `optional`: empty means "auto" (returned as undefined).
+function numberFrom(inp, label, optional = false) {
+  const raw = inp.value.trim();
+  if (raw === "" && !inp.validity.badInput && optional) return undefined;
+  const v = Number(raw);
+  if (raw === "" || inp.validity.badInput || !Number.isFinite(v)) {
+    toast(`${label}: type a number${optional ? " (or leave it empty for auto)" : ""}.`);
+    restoreInputs();
+    return null;
+  }
+  return v;
 }
 
 export function setRunState(cls, text) {
@@ -41,6 +89,7 @@ export function renderControls() {
   for (const b of [el.newImage, el.randomSeed, el.clearMask, el.clearPoints, el.model, el.seed, el.psi, el.maxSteps, ...optInputs]) b.disabled = busy;
   el.stage.classList.toggle("running", S.running);
   el.hint.classList.toggle("hidden", S.points.length > 0 || S.tool !== "points" || S.running);
+  renderGuide();
   el.hint.innerHTML = S.pending
     ? 'Now click where the <b class="blue">target</b> should be (Esc cancels).'
     : 'Click to place a <b class="red">handle</b>, click again for its <b class="blue">target</b>.';
@@ -59,7 +108,9 @@ export function renderPoints() {
     const status = pairStatus(i);
     const d = status ? `${status.distance.toFixed(1)} px` : "…";
     const title = S.st && S.st.stop_distance !== null ? ` title="stops within ${S.st.stop_distance} px"` : "";
-    li.innerHTML = `<span class="n">${i + 1}</span><span class="coords"><span class="red">●</span> ${fmt(h)} → <span class="blue">●</span> ${fmt(p.target)}</span><span class="d${status && status.arrived ? " ok" : ""}"${title}>${d}</span>`;
+    const held = S.st && (S.st.handles_outside_mask || []).includes(i)
+      ? '<span class="warn" title="This handle is outside the flexible region (mask): it cannot move">⚠</span>' : "";
+    li.innerHTML = `<span class="n">${i + 1}</span><span class="coords"><span class="red">●</span> ${fmt(h)} → <span class="blue">●</span> ${fmt(p.target)}</span>${held}<span class="d${status && status.arrived ? " ok" : ""}"${title}>${d}</span>`;
     const rm = document.createElement("button");
     rm.textContent = "×";
     rm.title = "Remove this pair";
@@ -73,7 +124,11 @@ export function renderPoints() {
 
 export function showDistances(d) {
   if (!d || !d.length) { el.distInfo.textContent = ""; return; }
-  el.distInfo.textContent = "distance " + d.map((x) => x.toFixed(1)).join(" · ") + " px";
+  // Up to 4 pairs each distance; more as a summary, so the status bar stays one line.
+  el.distInfo.textContent = d.length <= 4
+    ? "distance " + d.map((x) => x.toFixed(1)).join(" · ") + " px"
+    : `${d.length} pairs · distance max ${Math.max(...d).toFixed(1)} · mean ${(d.reduce((a, b) => a + b, 0) / d.length).toFixed(1)} px`;
+  el.distInfo.title = "distance " + d.map((x) => x.toFixed(1)).join(" · ") + " px";
   if (S.live) renderPoints();
 }
 
@@ -96,11 +151,97 @@ export function updateLinks() {
     if (name) a.download = name;
   };
   const tag = S.st && S.st.model ? `${S.st.model}-${S.st.seed ?? "edit"}` : "image";
-  set(el.dlPng, "image.png", ok, `dragkit-${tag}.png`);
-  set(el.dlSession, "session.dragkit.json", ok, `dragkit-${tag}.dragkit.json`);
+  const scaleSel = document.getElementById("dl-scale");
+  if (scaleSel && S.st && S.st.height) {
+    // the choices and the default: small models enlarged (nearest neighbour) to a useful size, like the video
+    const side = Math.max(S.st.height, S.st.width || S.st.height);
+    const auto = Math.max(1, Math.min(16, Math.ceil(256 / side)));
+    const key = `${side}`;
+    if (scaleSel.dataset.side !== key) {
+      scaleSel.dataset.side = key;
+      scaleSel.innerHTML = "";
+      for (const k of [1, 2, 4, 8, 16]) {
+        if (k > 1 && side * k > 4096) break;
+        const o = document.createElement("option");
+        o.value = k;
+        o.textContent = `${k}× · ${(S.st.width || side) * k}×${S.st.height * k}`;
+        scaleSel.appendChild(o);
+      }
+      const best = [...scaleSel.options].map((o) => +o.value).filter((k) => k <= auto).pop() || 1;
+      scaleSel.value = String(best);
+    }
+  }
+  const k = scaleSel && scaleSel.value ? +scaleSel.value : 1;
+  set(el.dlPng, `image.png${k > 1 ? `?scale=${k}` : ""}`, ok, `${tag}-edit.png`);
+  set(el.dlSession, "session.dragkit.json", ok, `${tag}.dragkit.json`);
   const vid = ok && S.st.has_video;
-  set(el.dlMp4, "progress.mp4", vid, `dragkit-${tag}-progress.mp4`);
-  set(el.dlGif, "progress.gif", vid, `dragkit-${tag}-progress.gif`);
+  set(el.dlMp4, "progress.mp4", vid, `${tag}-progress.mp4`);
+  set(el.dlGif, "progress.gif", vid, `${tag}-progress.gif`);
+}
+
+// -- the guided first run ------------------------------------------------------
+// Shown on a first visit (until dismissed): click a handle, click its target, press Start;
+// "Show me" plays an example edit (on the toy model, the README's: the disk 8 px to the right).
+
+const GUIDE_KEY = "dragkit.guide.done";
+export const guide = { on: false, started: false };
+
+export function maybeStartGuide(welcome) {
+  let seen = false;
+  try { seen = localStorage.getItem(GUIDE_KEY) === "1"; } catch { seen = true; }
+  guide.on = !seen && welcome.resumed === "new";
+  renderGuide();
+}
+
+function dismissGuide() {
+  guide.on = false;
+  try { localStorage.setItem(GUIDE_KEY, "1"); } catch { /* private mode: shown again next time */ }
+  renderGuide();
+}
+
+export function renderGuide() {
+  const box = document.getElementById("guide");
+  if (!box) return;
+  box.hidden = !guide.on;
+  if (!guide.on) return;
+  const steps = [S.pending || S.points.length > 0, S.points.length > 0, guide.started || S.running || !!S.lastOutcome];
+  box.querySelectorAll("li").forEach((li, i) => li.classList.toggle("done", steps[i]));
+  const ex = document.getElementById("guide-example");
+  if (ex) ex.hidden = !(S.st && S.st.model === "toy");
+}
+
+// The example edit: a new image, one pair, Start (the server answers each in order).
+export function playExample() {
+  if (S.running || !S.st || S.st.model !== "toy") return;
+  const k = S.st.height / 32;
+  send({ type: "new", model: "toy", seed: 1, psi: 0.7 });
+  send({ type: "add_point", handle: [12 * k, 13 * k], target: [20 * k, 13 * k] });
+  guide.started = true;
+  resetMetrics(performance.now());
+  send({ type: "start" });
+}
+
+// Handles on a fixed pixel of the mask cannot move: say so before a drag, and offer to extend the mask.
+function confirmOutsideMask(then) {
+  const out = (S.st && S.st.handles_outside_mask) || [];
+  const dlg = document.getElementById("mask-warn");
+  if (!out.length || !dlg) { then(); return; }
+  document.getElementById("mask-warn-text").textContent =
+    `${out.length === 1 ? "Handle" : "Handles"} ${out.map((i) => i + 1).join(", ")} ${out.length === 1 ? "lies" : "lie"} outside ` +
+    "the flexible region you painted: it cannot move, and the drag would run to its step cap.";
+  dlg.returnValue = "";
+  dlg.onclose = () => {
+    if (dlg.returnValue === "extend") {
+      if (!S.mask) S.mask = new Uint8Array(S.W * S.H);
+      const r = S.radius;
+      S.radius = Math.max(r, 3);
+      for (const i of out) stamp(S.points[i].handle, 1);
+      S.radius = r;
+      send({ type: "set_mask", mask: maskPng() });
+      then();
+    } else if (dlg.returnValue === "anyway") then();
+  };
+  dlg.showModal();
 }
 
 // -- commands -------------------------------------------------------------------
@@ -125,9 +266,12 @@ function setRadius(r) {
 
 function start() {
   if (S.running || el.start.disabled) return;
-  resetMetrics(performance.now());  // for benchmarks/bench_app.py: click -> first frame received / drawn
-  S.lastOutcome = null;
-  send({ type: "start", max_steps: +el.maxSteps.value || undefined });
+  confirmOutsideMask(() => {
+    resetMetrics(performance.now());  // for benchmarks/bench_app.py: click -> first frame received / drawn
+    S.lastOutcome = null;
+    guide.started = true;
+    send({ type: "start", max_steps: +el.maxSteps.value || undefined });
+  });
 }
 
 function stop() { if (S.running) send({ type: "stop" }); }
@@ -144,8 +288,11 @@ function redo() { if (!el.redo.disabled) send({ type: "redo" }); }
 // A new image for the model, seed and psi in the inputs (the server checks them).
 function newImage(seed) {
   if (seed !== undefined) el.seed.value = seed;
-  const s = Number(el.seed.value);
-  sendResync({ type: "new", model: el.model.value, seed: Number.isInteger(s) ? s : el.seed.value, psi: +el.psi.value });
+  const s = numberFrom(el.seed, "Seed");
+  if (s === null) return;
+  const psi = numberFrom(el.psi, "ψ");
+  if (psi === null) return;
+  sendResync({ type: "new", model: el.model.value, seed: Number.isInteger(s) ? s : el.seed.value, psi });
 }
 
 function randomSeed() { newImage(Math.floor(Math.random() * 100000)); }
@@ -161,7 +308,9 @@ function pointerDown(ev) {
   if (S.tool === "points") {
     const hit = S.pending ? null : hitTest(ev);
     if (hit) {
-      S.dragging = { i: hit.i, which: hit.which, xy: S.points[hit.i][hit.which].slice(), moved: false };
+      // Shift+drag moves the whole pair (handle and target together)
+      S.dragging = { i: hit.i, which: hit.which, xy: S.points[hit.i][hit.which].slice(), moved: false,
+                     pair: ev.shiftKey, from: xy, orig: { handle: S.points[hit.i].handle.slice(), target: S.points[hit.i].target.slice() } };
       S.selected = hit.i;
       renderPoints();
     } else if (!S.pending) {
@@ -185,8 +334,16 @@ function pointerMove(ev) {
   if (!S.W) return;
   S.mouse = toImage(ev);
   if (S.dragging) {
-    S.dragging.xy = S.mouse;
-    S.dragging.moved = true;
+    const d = S.dragging;
+    d.xy = S.mouse;
+    d.moved = true;
+    if (d.pair) {
+      const dx = S.mouse[0] - d.from[0], dy = S.mouse[1] - d.from[1];
+      const clamp = (p) => [Math.min(S.W - 1, Math.max(0, p[0] + dx)), Math.min(S.H - 1, Math.max(0, p[1] + dy))];
+      S.points[d.i].handle = clamp(d.orig.handle);
+      S.points[d.i].target = clamp(d.orig.target);
+      d.xy = S.points[d.i][d.which];
+    }
   } else if (S.painting) {
     const [x0, y0] = S.painting.last, [x1, y1] = S.mouse;
     const n = Math.max(1, Math.ceil(Math.hypot(x1 - x0, y1 - y0) / Math.max(0.5, S.radius / 2)));
@@ -202,8 +359,8 @@ function pointerEnd() {
     S.dragging = null;
     if (d.moved) {
       const msg = { type: "move_point", index: d.i };
-      msg[d.which] = d.xy;
-      S.points[d.i][d.which] = d.xy;  // shown until the server's state arrives
+      if (d.pair) { msg.handle = S.points[d.i].handle; msg.target = S.points[d.i].target; }
+      else { msg[d.which] = d.xy; S.points[d.i][d.which] = d.xy; }  // shown until the server's state arrives
       send(msg);
     }
     draw();
@@ -236,6 +393,19 @@ function keyDown(e) {
     case "h": el.showMask.checked = S.showMask = !S.showMask; draw(); break;
     case "r": if (!S.running) randomSeed(); break;
     case "?": el.help.showModal(); break;
+    case "ArrowLeft": case "ArrowRight": case "ArrowUp": case "ArrowDown": {
+      // nudge the selected pair's target 1 px (Shift: its handle)
+      if (S.running || S.selected < 0 || !S.points[S.selected]) return;
+      e.preventDefault();
+      const which = e.shiftKey ? "handle" : "target";
+      const [dx, dy] = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] }[key];
+      const p = S.points[S.selected][which];
+      const xy = [Math.min(S.W - 1, Math.max(0, p[0] + dx)), Math.min(S.H - 1, Math.max(0, p[1] + dy))];
+      S.points[S.selected][which] = xy;
+      send({ type: "move_point", index: S.selected, [which]: xy });
+      draw();
+      break;
+    }
     case "Delete": case "Backspace":
       if (S.running || !S.points.length) break;
       e.preventDefault();
@@ -268,13 +438,20 @@ export function bindControls() {
   for (const b of el.tools) b.onclick = () => setTool(b.dataset.tool);
   el.helpBtn.onclick = () => el.help.showModal();
   el.maxSteps.onchange = () => {
-    const v = +el.maxSteps.value;
+    const v = numberFrom(el.maxSteps, "Step cap");
+    if (v === null) return;
     sendResync({ type: "options", max_steps: Number.isInteger(v) ? v : el.maxSteps.value });
   };
   for (const inp of optInputs) {
     inp.onchange = () => {
       let v = inp.value;
-      if (inp.tagName === "INPUT") v = v === "" ? null : +v;
+      if (inp.tagName === "INPUT") {
+        const lim = S.st && S.st.option_limits ? S.st.option_limits[inp.dataset.opt] : null;
+        const label = (inp.closest("label") && inp.closest("label").firstChild.textContent.trim()) || inp.dataset.opt;
+        v = numberFrom(inp, label, !!(lim && lim.optional));
+        if (v === null) return;
+        if (v === undefined) v = null;  // empty: the engine's default ("auto")
+      }
       sendResync({ type: "options", options: { [inp.dataset.opt]: v } });
     };
   }
@@ -286,8 +463,17 @@ export function bindControls() {
       toast(`That file is ${(f.size / 1048576).toFixed(1)} MiB; the limit is ${(S.limits.max_upload_bytes / 1048576).toFixed(0)} MiB.`);
       return;
     }
-    send({ type: "open", data: await f.text() });
+    const id = send({ type: "open", data: await f.text() });
+    if (id) S.openRequest = { id, name: f.name };
   };
+  const scaleSel = document.getElementById("dl-scale");
+  if (scaleSel) scaleSel.onchange = updateLinks;
+  const gx = document.getElementById("guide-close");
+  if (gx) gx.onclick = dismissGuide;
+  const gex = document.getElementById("guide-example");
+  if (gex) gex.onclick = playExample;
+  const replay = document.getElementById("replay-example");
+  if (replay) replay.onclick = () => { el.help.close(); guide.on = true; renderGuide(); playExample(); };
   for (const a of [el.dlPng, el.dlMp4, el.dlGif, el.dlSession]) {
     a.addEventListener("click", (e) => { if (a.classList.contains("disabled")) e.preventDefault(); });
   }
