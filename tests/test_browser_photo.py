@@ -79,10 +79,13 @@ def test_upload_a_photo_see_before_and_after_then_drag_it(page, photo_file):  # 
     assert page.evaluate("window.dragkit.lastOutcome")["steps"] >= 1
     st = wait_state(page, "!s.running && s.photo !== null")
     # Undo three times: before the drag, before the point, before the upload (the photo view goes).
+    page.wait_for_function("() => !document.getElementById('undo').disabled")  # the page drew the state
     page.keyboard.press("Control+z")
     wait_state(page, "s.points.length === 1 && s.points[0].handle[0] === 12 && s.photo !== null")
+    page.wait_for_function("() => !document.getElementById('undo').disabled")  # the page drew the state
     page.keyboard.press("Control+z")
     wait_state(page, "s.points.length === 0 && s.photo !== null")
+    page.wait_for_function("() => !document.getElementById('undo').disabled")  # the page drew the state
     page.keyboard.press("Control+z")
     wait_state(page, "s.photo === null")
     page.wait_for_function("() => document.getElementById('photo-card').classList.contains('hidden')")
