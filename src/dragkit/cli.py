@@ -30,6 +30,7 @@ _SUBCOMMAND_MODULES = (
     "dragkit.server.cli",  # serve
     "dragkit.eval.cli",  # eval
     "dragkit.invert.cli",  # invert
+    "dragkit.bench",  # bench
 )
 
 

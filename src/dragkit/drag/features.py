@@ -24,8 +24,9 @@ then sliced to the box asked for.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -34,7 +35,27 @@ from .core import FeatureGeometry
 from .options import feature_channels, feature_choice, image_size
 from .protocols import DragGenerator
 
-__all__ = ["block_features", "crop_plan", "can_crop", "Box", "FeatureSource", "feature_source", "source_features"]
+__all__ = ["block_features", "crop_plan", "can_crop", "Box", "FeatureSource", "feature_source", "source_features",
+           "compiled_window"]
+
+# One compiled windowed run per synthesis network (torch.compile caches its
+# graphs on the compiled function, per window size and position).
+_COMPILED: "weakref.WeakKeyDictionary[Any, Callable[..., torch.Tensor]]" = weakref.WeakKeyDictionary()
+
+
+def compiled_window(synthesis: Any) -> Callable[..., torch.Tensor]:
+    """``torch.compile(synthesis.run_window)`` (static shapes), made once per network.
+
+    The compiled run is the same maths (its result equals the eager run's up
+    to float summation order).  Its graphs are specialised on the window's
+    size and position, so a drag whose window moves compiles again (torch's
+    ``recompile_limit`` caps this, then the eager run is used).
+    """
+    fn = _COMPILED.get(synthesis)
+    if fn is None:
+        fn = torch.compile(synthesis.run_window, dynamic=False)
+        _COMPILED[synthesis] = fn
+    return fn
 
 
 def crop_plan(synthesis: Any, res: int, box: Box) -> dict[int, Box]:
@@ -66,6 +87,7 @@ def can_crop(G: DragGenerator, noise_mode: str) -> bool:
 
 def block_features(
     G: DragGenerator, ws: torch.Tensor, res: int, box: Box | None = None, *, noise_mode: str = "const",
+    compiled: bool = False,
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Output of synthesis block ``b{res}``, on ``box`` only when given.
 
@@ -77,6 +99,7 @@ def block_features(
             for the full map (``res x res``, or ``res x res/2`` when the
             generator is not square).
         noise_mode: ``'const'``, ``'none'`` (windowed) or ``'random'`` (whole maps).
+        compiled: run the windowed computation through :func:`compiled_window`.
 
     Returns:
         ``(feat (1, C, y1 - y0, x1 - x0), origin (x0, y0))``; for the full
@@ -99,7 +122,8 @@ def block_features(
             return f, (0, 0)
         return crop(f, full, box), (box[0], box[1])
     box = box or full
-    return syn.run_window(ws, res, crop_plan(syn, res, box), noise_mode=noise_mode), (box[0], box[1])
+    run = compiled_window(syn) if compiled else syn.run_window
+    return run(ws, res, crop_plan(syn, res, box), noise_mode=noise_mode), (box[0], box[1])
 
 
 @dataclass(frozen=True)
@@ -142,17 +166,39 @@ def feature_source(G: Any, feature_block: int | None = None, feature_layer: int 
 
 def source_features(
     G: Any, ws: torch.Tensor, src: FeatureSource, box: Box | None = None, *, noise_mode: str = "const",
+    precision: str = "fp32", compiled: bool = False,
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """The map of ``src`` for codes ``ws`` ``(1, num_ws, w_dim)``, on ``box`` (map pixels, end exclusive) if given.
 
+    Args:
+        precision: ``'fp32'``, or ``'bf16'``: the synthesis up to the map runs
+            under ``torch.autocast`` (bf16 convolutions and linear layers;
+            the backward pass follows the same casts) and the map is returned
+            as float32, so whatever reads it (tracking, losses) is float32.
+        compiled: a StyleGAN2 block's windowed run through :func:`compiled_window`.
+
     Returns:
-        ``(feat (1, C, y1 - y0, x1 - x0), origin (x0, y0))``, as :func:`block_features`.
+        ``(feat (1, C, y1 - y0, x1 - x0), origin (x0, y0))``, as :func:`block_features`;
+        float32 for either precision.
 
     Raises:
-        ValueError: a box outside the map.
+        ValueError: a box outside the map, or a precision other than fp32/bf16
+            (``'auto'`` is resolved by :meth:`~.options.DragOptions.resolved`).
     """
+    if precision == "bf16":
+        with torch.autocast(device_type=ws.device.type, dtype=torch.bfloat16):
+            feat, origin = _source_features(G, ws, src, box, noise_mode, compiled)
+        return feat.float(), origin
+    if precision != "fp32":
+        raise ValueError(f"precision must be 'fp32' or 'bf16' here, got {precision!r}")
+    return _source_features(G, ws, src, box, noise_mode, compiled)
+
+
+def _source_features(
+    G: Any, ws: torch.Tensor, src: FeatureSource, box: Box | None, noise_mode: str, compiled: bool,
+) -> tuple[torch.Tensor, tuple[int, int]]:
     if src.kind == "block":
-        return block_features(G, ws, src.index, box, noise_mode=noise_mode)
+        return block_features(G, ws, src.index, box, noise_mode=noise_mode, compiled=compiled)
     _img, feats = G.synthesis.run(ws, noise_mode=noise_mode, feature_layers=[src.index], return_image=False)
     f = feats[src.index]
     if box is None:

@@ -63,6 +63,10 @@ __all__ = [
     "NOISE_MODES",
     "METHODS",
     "auto_freedrag_step",
+    "PRECISIONS",
+    "native_bf16",
+    "auto_precision",
+    "model_device",
 ]
 
 SPACES = ("w+", "w")
@@ -72,6 +76,10 @@ NOISE_MODES = ("const", "none")
 #: tracking, :mod:`.core`) and ``freedrag`` (Ling et al., CVPR 2024: adaptive template
 #: features + line search, :mod:`.freedrag`).
 METHODS = ("draggan", "freedrag")
+#: Arithmetic of a drag step's synthesis (forward and backward, up to the feature
+#: block): ``fp32``, ``bf16`` (autocast; tracking, losses and the Adam update stay
+#: float32), or ``auto`` (:func:`auto_precision`: bf16 only where the hardware has it).
+PRECISIONS = ("fp32", "bf16", "auto")
 
 #: Most handle/target pairs in one drag (the web app's default limit is 32):
 #: all 68 of dlib's face landmarks, which the landmarks evaluation drags at once.
@@ -114,6 +122,9 @@ OPTION_RANGES: dict[str, tuple] = {
     # FreeDrag's constants (method freedrag only)
     "freedrag_loss": ("float", 1e-4, 100.0),
     "freedrag_step": ("float_or_none", 0.25, 2048.0),
+    # speed (docs/drag.md, *Speed*): the step's arithmetic and torch.compile of its block computation
+    "precision": ("choice", PRECISIONS),
+    "compile": ("bool",),
 }
 OPTION_NAMES = tuple(OPTION_RANGES)
 
@@ -316,6 +327,62 @@ def auto_freedrag_step(img_resolution: int, map_resolution: int) -> float:
     return 3.0 * img_resolution / max(int(map_resolution), 1)
 
 
+def model_device(G: Any) -> Any:
+    """The ``torch.device`` of a generator's parameters (CPU for one without parameters)."""
+    import torch
+
+    for p in G.parameters() if hasattr(G, "parameters") else ():
+        return p.device
+    return torch.device("cpu")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: Any) -> bool:
+    """Whether ``device`` computes bf16 natively (not by float32 emulation).
+
+    CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and later).  CPU:
+    the AVX-512 BF16 or AMX-BF16 instructions (torch's own check where it
+    has one, else the ``avx512_bf16`` / ``amx_bf16`` flags of ``/proc/cpuinfo``).
+    """
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if dev.type != "cpu":
+        return False
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    if check is not None:
+        try:
+            return bool(check() or (amx is not None and amx()))
+        except Exception:  # pragma: no cover - a torch without the private check
+            pass
+    return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+
+
+def auto_precision(device: Any) -> str:
+    """``precision='auto'`` on ``device``: ``'bf16'`` where the hardware has native bf16, else ``'fp32'``.
+
+    Measured only on a CPU without native bf16 (2-core AMD EPYC, AVX2):
+    bf16 autocast there is emulated and several times slower than fp32
+    (``dragkit bench``; docs/drag.md), so ``auto`` is fp32 there.  The bf16
+    branches (CUDA with bf16, CPUs with AVX-512 BF16 / AMX) follow the
+    hardware's documented support and are not measured yet.
+    """
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 def image_size(G: Any) -> tuple[int, int]:
     """``(H, W)`` of a generator's images in pixels: ``(H, H)``, or ``(H, H/2)`` for StyleGAN-Human.
 
@@ -442,6 +509,14 @@ class DragOptions:
             paper's 0.3, there in absolute units of its 512 px models' features).
         freedrag_step: FreeDrag's longest sub-motion ``d_max`` in pixels
             (None = :func:`auto_freedrag_step`, 3 pixels of the feature map).
+        precision: the synthesis's arithmetic in a step, forward and backward
+            up to the feature block: ``'fp32'`` (the default), ``'bf16'``
+            (autocast; tracking distances, the loss and the Adam update stay
+            float32) or ``'auto'`` (:func:`auto_precision`: fp32 on a CPU
+            without native bf16, bf16 on a CUDA device that has it).
+        compile: run the windowed block computation through ``torch.compile``
+            (compiled per window size and position: the first steps of a drag
+            pay the compilation; docs/drag.md, *Speed*).
     """
 
     lr: float = 0.004
@@ -461,6 +536,8 @@ class DragOptions:
     supervise_original: bool = False
     freedrag_loss: float = 0.3
     freedrag_step: float | None = None
+    precision: str = "fp32"
+    compile: bool = False
 
     def validate(self, G: Any | None = None, num_points: int | None = None) -> None:
         """Check every field; with ``G`` also the bounds by its image, and with
@@ -530,6 +607,8 @@ class DragOptions:
             freedrag_loss=float(self.freedrag_loss),
             freedrag_step=float(self.freedrag_step) if self.freedrag_step is not None
             else auto_freedrag_step(H, _map_resolution(G, kind, index)),
+            precision=auto_precision(model_device(G)) if self.precision == "auto" else self.precision,
+            compile=bool(self.compile),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -382,7 +382,8 @@ class DragSession:
         return self._mask is not None and bool(self._mask.any()) and not bool(self._mask.all())
 
     def _features(self, ws: torch.Tensor, d: _Drag, box: tuple[int, int, int, int] | None):
-        return source_features(self.G, ws, d.src, box, noise_mode=d.opts.noise_mode)
+        return source_features(self.G, ws, d.src, box, noise_mode=d.opts.noise_mode, precision=d.opts.precision,
+                               compiled=d.opts.compile)
 
     def _box(self, d: _Drag, handles: torch.Tensor, r1: float) -> tuple[int, int, int, int] | None:
         """The map box a step reads (None = the whole map: a mask is on, cropping is off, or a StyleGAN3 layer)."""
@@ -418,7 +419,8 @@ class DragSession:
         src = feature_source(self.G, opts.feature_block, opts.feature_layer)
         with torch.no_grad():
             ws = torch.cat([(w if w.shape[1] == k else w.expand(-1, k, -1)), held], dim=1)
-            feat0, _origin = source_features(self.G, ws, src, None, noise_mode=opts.noise_mode)
+            feat0, _origin = source_features(self.G, ws, src, None, noise_mode=opts.noise_mode,
+                                             precision=opts.precision)
             handles = torch.tensor([p.handle for p in self._points], dtype=torch.float64)
             refs = sample_features(feat0, handles, None, geometry=src.geometry)
             ref_patch = None
