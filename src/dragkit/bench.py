@@ -285,31 +285,41 @@ def run_bench(spec: ModelSpec, *, threads: Sequence[int] = (1, 2), masks: Sequen
     return out
 
 
-def format_table(results: Sequence[CaseResult]) -> str:
-    """The table ``dragkit bench`` prints (one row per case; ``vs authors`` = authors' s/step / this s/step)."""
-    base = {(r.case.threads, r.case.masked): r.sec_per_step for r in results if r.case.impl == "authors"}
-    head = (f"{'threads':>7} {'mask':>4} {'engine':>8} {'precision':>9} {'compile':>7} {'s/step':>9} "
-            f"{'steps/s':>8} {'first step s':>12} {'vs authors':>10} {'peak MB':>8}")
-    lines = [head, "-" * len(head)]
+HEADER = (f"{'threads':>7} {'mask':>4} {'engine':>8} {'precision':>9} {'compile':>7} {'s/step':>9} "
+          f"{'steps/s':>8} {'first step s':>12} {'vs authors':>10} {'peak MB':>8}")
+
+
+def format_row(r: CaseResult, authors_sec: float | None) -> str:
+    """One table row; ``authors_sec``: the authors' s/step for the same threads and mask (the ratio)."""
+    c = r.case
+    ratio = f"{authors_sec / r.sec_per_step:9.1f}x" if authors_sec and c.impl != "authors" else f"{'-':>10}"
+    flag = "*" if r.reached_early else " "
+    return (f"{c.threads:>7} {'yes' if c.masked else 'no':>4} {c.impl:>8} "
+            f"{c.precision if c.impl == 'dragkit' else 'fp32':>9} "
+            f"{('on' if c.compile else 'off') if c.impl == 'dragkit' else '-':>7} "
+            f"{r.sec_per_step:9.4f} {1 / r.sec_per_step:8.1f} {r.first_step_sec:12.3f} {ratio} "
+            f"{r.peak_mb:8.0f}{flag}")
+
+
+def format_footer(results: Sequence[CaseResult]) -> str:
+    """The frames/s lines and the footnote under the table."""
+    lines = []
     for r in results:
-        c = r.case
-        a = base.get((c.threads, c.masked))
-        ratio = f"{a / r.sec_per_step:9.1f}x" if a and c.impl != "authors" else f"{'-':>10}"
-        flag = "*" if r.reached_early else " "
-        lines.append(f"{c.threads:>7} {'yes' if c.masked else 'no':>4} {c.impl:>8} "
-                     f"{c.precision if c.impl == 'dragkit' else 'fp32':>9} "
-                     f"{('on' if c.compile else 'off') if c.impl == 'dragkit' else '-':>7} "
-                     f"{r.sec_per_step:9.4f} {1 / r.sec_per_step:8.1f} {r.first_step_sec:12.3f} {ratio} "
-                     f"{r.peak_mb:8.0f}{flag}")
-    fr = [r for r in results if r.frame_sec is not None]
-    if fr:
-        lines.append("")
-        for r in fr:
+        if r.frame_sec is not None:
             lines.append(f"frame (full image + PNG, as the app sends it), {r.case.threads} thread(s): "
                          f"{r.frame_sec * 1000:.1f} ms = {1 / r.frame_sec:.1f} frames/s")
     if any(r.reached_early for r in results):
         lines.append("* the drag met its stop rule during the timed steps: those steps did no update")
     return "\n".join(lines)
+
+
+def format_table(results: Sequence[CaseResult]) -> str:
+    """The table ``dragkit bench`` prints (one row per case; ``vs authors`` = authors' s/step / this s/step)."""
+    base = {(r.case.threads, r.case.masked): r.sec_per_step for r in results if r.case.impl == "authors"}
+    lines = [HEADER, "-" * len(HEADER)]
+    lines += [format_row(r, base.get((r.case.threads, r.case.masked))) for r in results]
+    foot = format_footer(results)
+    return "\n".join(lines) + ("\n\n" + foot if foot else "")
 
 
 def _csv_ints(s: str) -> list[int]:
@@ -391,9 +401,20 @@ def _cmd(args: argparse.Namespace) -> int:
           f"{os.cpu_count()} cores, load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
     print(f"one handle dragged by (H/4, H/8); median of {args.steps} steps after a first step; each case in its "
           "own process", flush=True)
+    print(HEADER + "\n" + "-" * len(HEADER), flush=True)
+    base: dict[tuple[int, bool], float] = {}
+
+    def show(r: CaseResult) -> None:  # each row as soon as its case is done
+        if r.case.impl == "authors":
+            base[(r.case.threads, r.case.masked)] = r.sec_per_step
+        print(format_row(r, base.get((r.case.threads, r.case.masked))), flush=True)
+
     results = run_bench(spec, threads=args.threads, masks=args.mask, precisions=args.precision,
-                        compiles=args.compile, authors=not args.no_authors, steps=args.steps, frames=args.frames)
-    print(format_table(results))
+                        compiles=args.compile, authors=not args.no_authors, steps=args.steps, frames=args.frames,
+                        progress=show)
+    foot = format_footer(results)
+    if foot:
+        print("\n" + foot)
     load1 = os.getloadavg()
     print(f"load average after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; peak MB = growth of peak memory "
           "during the timed steps")
