@@ -84,7 +84,14 @@ def test_paired_runs_on_the_model_and_scores_finite_numbers(which, size, model_f
             assert 0 <= x <= W - 1 and 0 <= y <= H - 1
         assert any(x > 0 for x, _ in r["problem"]["handles"])
         assert {k: _png_size(v) for k, v in r["images"].items()} == {k: (W, H) for k in ("before", "after", "target")}
+    assert (rep["model"]["width"], rep["model"]["height"]) == (W, H)
     assert rep["files"]["strips"] and all((out / f).is_file() for f in rep["files"]["strips"])
+    if W != H:
+        assert "16x32 px (width x height)" in (out / "report.md").read_text()
+    from PIL import Image
+
+    # 2 examples x (before, after, target), each cell the W x H image x 4, 2 px apart
+    assert Image.open(out / rep["files"]["strips"][0]).size == (2 * (4 * W + 2) + 2, 3 * (4 * H + 2) + 2)
 
 
 def test_authors_loop_and_dragkit_make_the_same_drag_on_a_non_square_model(GH):

@@ -54,7 +54,7 @@ from torch import nn
 
 from .base import GeneratorBase
 from .generator import FullyConnectedLayer, MappingNetwork, NOISE_MODES
-from .ops import filtered_lrelu
+from .ops import filtered_lrelu, scaled_modulated_conv2d
 
 __all__ = [
     "Generator",
@@ -163,11 +163,7 @@ def modulated_conv2d(
     dcoefs = (wm.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() if demodulate else None  # (N, O)
     if n > 1:
         # Batched form: scale the activations instead of building N weight sets.
-        scale = s if input_gain is None else s * input_gain
-        x = F.conv2d(x * scale.to(x.dtype).reshape(n, c_in, 1, 1), w.to(x.dtype), padding=padding)
-        if dcoefs is not None:
-            x = x * dcoefs.to(x.dtype).reshape(n, c_out, 1, 1)
-        return x
+        return scaled_modulated_conv2d(x, w, s if input_gain is None else s * input_gain, dcoefs, padding=padding)
     if dcoefs is not None:
         wm = wm * dcoefs.reshape(n, c_out, 1, 1, 1)
     if input_gain is not None:
