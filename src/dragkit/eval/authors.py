@@ -92,14 +92,9 @@ class AuthorsLoop:
 
     def _features(self):
         G, h, w = self.G, self.img_h, self.img_w
-        if self.layer is not None:
-            img, feats = G.synthesis.run(self._ws(), noise_mode=self.noise_mode, feature_layers=[self.layer],
-                                         return_image=True)
-            feat = feats[self.layer]
-        else:
-            img, feats = G.synthesis.run(self._ws(), noise_mode=self.noise_mode, feature_blocks=[self.block],
-                                         return_image=True)
-            feat = feats[self.block]
+        which = {"feature_layers": [self.layer]} if self.layer is not None else {"feature_blocks": [self.block]}
+        img, feats = G.synthesis.run(self._ws(), noise_mode=self.noise_mode, return_image=True, **which)
+        feat = feats[self.layer if self.layer is not None else self.block]
         feat_resize = F.interpolate(feat, [h, w], mode="bilinear", align_corners=False)
         if self.feat_refs is None:
             self.feat0_resize = F.interpolate(feat.detach(), [h, w], mode="bilinear", align_corners=False)
