@@ -94,6 +94,8 @@ def face_distances(photo: np.ndarray, rec: np.ndarray) -> tuple[float, float]:
 
 
 def main() -> int:
+    from dragkit.invert.cli import add_step_arguments, apply_step_arguments
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="faces128", help="bundled name or path (default faces128)")
     ap.add_argument("--data", default=str(DEFAULT_DATA))
@@ -101,9 +103,7 @@ def main() -> int:
     ap.add_argument("--configs", default="all", help="comma-separated names of " + ", ".join(["default", *ABLATION])
                     + ", 'all' (default), or 'none' with --pti (only the PTI pass, which reports W and W+ too)")
     ap.add_argument("--pti", action="store_true", help="also pivotal tuning on the default projection")
-    ap.add_argument("--w-steps", type=int, default=None)
-    ap.add_argument("--wplus-steps", type=int, default=None)
-    ap.add_argument("--pti-steps", type=int, default=None)
+    add_step_arguments(ap)
     ap.add_argument("--optimize-noise", action="store_true", help="projection also optimises the noise maps")
     ap.add_argument("--align", action="store_true", help="re-align the crops with dragkit.invert.align first")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -122,12 +122,7 @@ def main() -> int:
     G = load_model(args.model)
     D = discriminator_for(args.model)
     base = InvertConfig(align=args.align)
-    if args.w_steps is not None:
-        base.projection.w_steps = args.w_steps
-    if args.wplus_steps is not None:
-        base.projection.wplus_steps = args.wplus_steps
-    if args.pti_steps is not None:
-        base.pti_config.steps = args.pti_steps
+    apply_step_arguments(base, args)
     base.projection.optimize_noise = args.optimize_noise
     configs = {"default": base.projection.weights.to_dict()}
     configs.update({k: {**{t: 0.0 for t in configs["default"]}, **v} for k, v in ABLATION.items()})

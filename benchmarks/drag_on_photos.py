@@ -47,6 +47,8 @@ def landmarks(img: np.ndarray) -> np.ndarray | None:
 
 
 def main() -> int:
+    from dragkit.invert.cli import add_step_arguments, apply_step_arguments
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="faces128")
     ap.add_argument("--data", default=str(DEFAULT_DATA))
@@ -54,9 +56,7 @@ def main() -> int:
     ap.add_argument("--no-pti", action="store_true", help="drag the W+ projection instead of the tuned generator")
     ap.add_argument("--distance", type=float, default=6.0, help="drag length in pixels (default 6)")
     ap.add_argument("--max-steps", type=int, default=200)
-    ap.add_argument("--w-steps", type=int, default=None)
-    ap.add_argument("--wplus-steps", type=int, default=None)
-    ap.add_argument("--pti-steps", type=int, default=None)
+    add_step_arguments(ap)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
@@ -75,12 +75,7 @@ def main() -> int:
     G = load_model(args.model)
     D = discriminator_for(args.model)
     cfg = InvertConfig(pti=not args.no_pti)
-    if args.w_steps is not None:
-        cfg.projection.w_steps = args.w_steps
-    if args.wplus_steps is not None:
-        cfg.projection.wplus_steps = args.wplus_steps
-    if args.pti_steps is not None:
-        cfg.pti_config.steps = args.pti_steps
+    apply_step_arguments(cfg, args)
     print(f"model {args.model}, {len(indices)} held-out faces {args.images}, "
           f"{'PTI' if cfg.pti else 'W+ projection'}, drag {args.distance:g} px outward, at most {args.max_steps} steps")
     reached, moved_ok, moved_all, rows = 0, 0, [], 0

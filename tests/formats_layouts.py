@@ -38,6 +38,9 @@ import numpy as np
 import pytest
 import torch
 
+from support.generators import frozen, randomize, randomize_stylegan3
+from support.nvidia import side_networks
+
 
 @dataclass
 class StandIns:
@@ -180,13 +183,7 @@ def random_stylegan2(seed: int = 0, *, res: int = 16, c_dim: int = 0, square: bo
     if not square:
         syn["square"] = False
     G = Generator(z_dim, c_dim, w_dim, res, 3, mapping_kwargs={"num_layers": num_layers}, synthesis_kwargs=syn)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith("noise_strength") or (name.endswith("bias") and ".affine." not in name):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-        G.mapping.w_avg.copy_(torch.randn(G.w_dim, generator=gen))
-    return G.eval().requires_grad_(False)
+    return frozen(randomize(G, seed + 1))
 
 
 def random_stylegan3(seed: int = 0, *, res: int = 16, c_dim: int = 0, radial: bool = False, **syn: Any):
@@ -199,19 +196,7 @@ def random_stylegan3(seed: int = 0, *, res: int = 16, c_dim: int = 0, radial: bo
         kw.update(conv_kernel=1, use_radial_filters=True, channel_base=512, channel_max=32)
     kw.update(syn)
     G = StyleGAN3Generator(8, c_dim, 8, res, 3, **kw)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith(".bias") and ".affine." not in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
-            elif name == "synthesis.input.affine.weight":
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-        for name, b in G.named_buffers():
-            if name.endswith("magnitude_ema"):
-                b.copy_(torch.rand([], generator=gen) + 0.5)
-            elif name.endswith("w_avg"):
-                b.copy_(torch.randn(b.shape, generator=gen))
-    return G.eval().requires_grad_(False)
+    return frozen(randomize_stylegan3(G, seed + 1))
 
 
 def render(G: Any, seed: int = 3, psi: float = 0.7, label: int = 1) -> torch.Tensor:
@@ -226,11 +211,7 @@ def render(G: Any, seed: int = 3, psi: float = 0.7, label: int = 1) -> torch.Ten
 
 
 def _side_networks(nv: StandIns, G: Any) -> dict:
-    D = torch.nn.Module()
-    D.fc = torch.nn.Module()
-    D.fc.weight = torch.nn.Parameter(torch.randn(4, 4))
-    augment = torch.nn.Module()
-    augment.register_buffer("p", torch.zeros([]))
+    D, augment = side_networks()
     return dict(
         D=persist(nv, D, {"c_dim": G.c_dim, "img_resolution": G.img_resolution}, class_name="Discriminator"),
         augment_pipe=persist(nv, augment, {"xflip": 1}, class_name="AugmentPipe"),

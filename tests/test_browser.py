@@ -19,6 +19,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -194,9 +195,32 @@ def page(browser, server):
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
+#: The page has connected once and shows a model.
+READY = "() => window.dragkit && window.dragkit.state && window.dragkit.state.model"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for a server to be stopped and restarted)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def click_at(pg, xy) -> None:
     x, y = pg.evaluate("(xy) => window.dragkit.toScreen(xy)", list(xy))
     pg.mouse.click(x, y)
+
+
+def drag_mouse(pg, a, b, steps: int) -> tuple[list[float], list[float]]:
+    """Press the mouse at image point ``a`` ([x, y] px), move to ``b`` in ``steps`` moves, release;
+    returns both points in screen pixels."""
+    sa = pg.evaluate("(xy) => window.dragkit.toScreen(xy)", list(a))
+    sb = pg.evaluate("(xy) => window.dragkit.toScreen(xy)", list(b))
+    pg.mouse.move(*sa)
+    pg.mouse.down()
+    pg.mouse.move(*sb, steps=steps)
+    pg.mouse.up()
+    return sa, sb
 
 
 def wait_state(pg, predicate: str, timeout: float = 20000) -> dict:
@@ -289,12 +313,7 @@ def test_paint_mask_then_undo_and_redo(page):
     R = st0["resolution"]
     page.keyboard.press("m")
     assert "active" in page.get_attribute("#tool-brush", "class")
-    a = page.evaluate("(xy) => window.dragkit.toScreen(xy)", [R * 0.25, R * 0.5])
-    b = page.evaluate("(xy) => window.dragkit.toScreen(xy)", [R * 0.75, R * 0.5])
-    page.mouse.move(*a)
-    page.mouse.down()
-    page.mouse.move(*b, steps=10)
-    page.mouse.up()
+    a, b = drag_mouse(page, (R * 0.25, R * 0.5), (R * 0.75, R * 0.5), steps=10)
     st = wait_state(page, "s.mask !== null")
     painted = page.evaluate("window.dragkit.maskCount")
     assert painted > R  # a stroke across half the image, several pixels wide
@@ -359,7 +378,7 @@ def test_download_png_and_session_then_reopen(page, browser, server, tmp_path):
     other = ctx.new_page()
     other.set_default_timeout(20000)
     other.goto(server)
-    other.wait_for_function("() => window.dragkit && window.dragkit.state && window.dragkit.state.model")
+    other.wait_for_function(READY)
     new_image(other, 7)
     assert other.evaluate("window.dragkit.sid") != page.evaluate("window.dragkit.sid")
     other.set_input_files("#open-file", str(session_path))
@@ -380,12 +399,7 @@ def test_move_and_remove_points_then_reload_keeps_the_edit(page):
     click_at(page, (R * 0.8, R * 0.8))
     wait_state(page, "s.points.length === 2")
     # Drag the first target somewhere else.
-    a = page.evaluate("(xy) => window.dragkit.toScreen(xy)", [R * 0.3, R * 0.25])
-    b = page.evaluate("(xy) => window.dragkit.toScreen(xy)", [R * 0.5, R * 0.25])
-    page.mouse.move(*a)
-    page.mouse.down()
-    page.mouse.move(*b, steps=6)
-    page.mouse.up()
+    drag_mouse(page, (R * 0.3, R * 0.25), (R * 0.5, R * 0.25), steps=6)
     st = wait_state(page, f"Math.abs(s.points[0].target[0] - {R * 0.5}) < 0.6")
     assert st["points"][0]["handle"] == [R * 0.2, R * 0.2] and len(st["points"]) == 2
     # Right-click removes a pair.
@@ -433,18 +447,14 @@ def test_arrived_display_follows_the_engines_stop_rule(page):
 
 
 def test_restarted_server_reopens_the_edit_in_the_open_tab(browser, server, tmp_path):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     proc, url = start_server(tmp_path / "sessions", port)
     ctx = browser.new_context(viewport={"width": 1280, "height": 860})
     try:
         pg = ctx.new_page()
         pg.set_default_timeout(20000)
         pg.goto(url)
-        pg.wait_for_function("() => window.dragkit && window.dragkit.state && window.dragkit.state.model")
+        pg.wait_for_function(READY)
         st = new_image(pg, 4)
         R = st["resolution"]
         click_at(pg, (R * 0.4, R * 0.4))

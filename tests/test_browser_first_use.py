@@ -5,14 +5,14 @@ downloads at a useful size.  Fixtures and helpers: tests/test_browser.py."""
 from __future__ import annotations
 
 import json
-import socket
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from test_browser import (  # noqa: F401  (fixtures)
-    MODEL, browser, click_at, new_image, page, server, shown_image, start_server, stop_server, wait_state,
+    MODEL, READY, browser, click_at, drag_mouse, free_port, new_image, page, server, shown_image, start_server,
+    stop_server, wait_state,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
@@ -113,15 +113,13 @@ def test_a_reload_during_a_drag_says_the_drag_was_interrupted(page):
 
 
 def test_start_is_disabled_as_soon_as_the_server_is_gone(browser, tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     proc, url = start_server(tmp_path / "sessions", port)
     ctx = browser.new_context(viewport={"width": 1280, "height": 860})
     try:
         pg = ctx.new_page()
         pg.goto(url)
-        pg.wait_for_function("() => window.dragkit && window.dragkit.state && window.dragkit.state.model")
+        pg.wait_for_function(READY)
         R = pg.evaluate("window.dragkit.state.resolution")
         click_at(pg, (R * 0.4, R * 0.4))
         click_at(pg, (R * 0.6, R * 0.4))
@@ -167,12 +165,7 @@ def test_a_handle_outside_the_mask_is_caught_before_the_drag(page):
     st = new_image(page, 1)
     R = st["resolution"]
     page.click("#tool-brush")
-    a = page.evaluate("(xy) => window.dragkit.toScreen(xy)", [R * 0.2, R * 0.8])
-    b = page.evaluate("(xy) => window.dragkit.toScreen(xy)", [R * 0.8, R * 0.8])
-    page.mouse.move(*a)
-    page.mouse.down()
-    page.mouse.move(*b, steps=5)
-    page.mouse.up()
+    drag_mouse(page, (R * 0.2, R * 0.8), (R * 0.8, R * 0.8), steps=5)
     wait_state(page, "s.mask !== null")
     page.click("#tool-points")
     click_at(page, (R * 0.4, R * 0.2))  # far above the painted band
@@ -193,7 +186,7 @@ def test_guided_first_run_and_its_example(browser, server):
     try:
         pg = ctx.new_page()
         pg.goto(server)
-        pg.wait_for_function("() => window.dragkit && window.dragkit.state && window.dragkit.state.model")
+        pg.wait_for_function(READY)
         assert pg.is_visible("#guide")
         if MODEL == "toy":
             before = shown_image(pg)
@@ -206,7 +199,7 @@ def test_guided_first_run_and_its_example(browser, server):
         pg.click("#guide-close")
         assert not pg.is_visible("#guide")
         pg.reload()
-        pg.wait_for_function("() => window.dragkit && window.dragkit.state && window.dragkit.state.model")
+        pg.wait_for_function(READY)
         assert not pg.is_visible("#guide")  # dismissed for good
     finally:
         ctx.close()
@@ -246,13 +239,8 @@ def test_many_pairs_keep_the_status_bar_on_one_line_and_shift_drag_moves_a_pair(
     assert text.startswith("6 pairs · distance max 4.0") and "distance 4.0 ·" in page.get_attribute("#dist-info", "title")
     assert page.evaluate("document.querySelector('.statusbar').getBoundingClientRect().height") == one_line
     # Shift+drag on a handle moves its whole pair
-    a = page.evaluate("(xy) => window.dragkit.toScreen(xy)", [3, 4])
-    b = page.evaluate("(xy) => window.dragkit.toScreen(xy)", [3, 14])
     page.keyboard.down("Shift")
-    page.mouse.move(*a)
-    page.mouse.down()
-    page.mouse.move(*b, steps=5)
-    page.mouse.up()
+    drag_mouse(page, (3, 4), (3, 14), steps=5)
     page.keyboard.up("Shift")
     st = wait_state(page, "Math.abs(s.points[0].handle[1] - 14) < 0.6")
     assert abs(st["points"][0]["target"][1] - 18) < 0.6 and abs(st["points"][0]["target"][0] - 3) < 0.6

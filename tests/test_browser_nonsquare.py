@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from test_browser import CHROMIUM_ARGS, chromium_path, click_at, start_server, stop_server, wait_state
+from test_browser import CHROMIUM_ARGS, chromium_path, click_at, drag_mouse, start_server, stop_server, wait_state
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -88,12 +88,7 @@ def test_stage_click_mask_and_drag_are_per_axis(page):
     page.keyboard.press("[")
     page.keyboard.press("[")
     page.keyboard.press("[")  # radius 3
-    a = page.evaluate("(xy) => window.dragkit.toScreen(xy)", [4, 4])
-    b = page.evaluate("(xy) => window.dragkit.toScreen(xy)", [4, 28])
-    page.mouse.move(*a)
-    page.mouse.down()
-    page.mouse.move(*b, steps=12)
-    page.mouse.up()
+    drag_mouse(page, (4, 4), (4, 28), steps=12)
     st = wait_state(page, "s.mask !== null")
     m = np.asarray(Image.open(io.BytesIO(base64.b64decode(st["mask"].split(",", 1)[1]))).convert("L")) > 127
     assert m.shape == (32, 16)

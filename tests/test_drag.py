@@ -78,10 +78,12 @@ def test_sampling_a_crop_needs_its_origin():
 # Motion supervision
 
 
-def authors_motion_loss(feat, handles, targets, r1, H):
-    """The loss as the authors build it: resize the map, disk by torch.where, grid_sample."""
-    fr = F.interpolate(feat, (H, H), mode="bilinear", align_corners=False)
-    yy, xx = torch.meshgrid(torch.arange(H).float(), torch.arange(H).float(), indexing="ij")
+def authors_motion_loss(feat, handles, targets, r1, H, W=None):
+    """The loss as the authors build it: resize the map to (H, W) (W defaults to H), disk by torch.where
+    over the H x W grid, grid_sample in (W-1)/(H-1) grid units."""
+    W = H if W is None else W
+    fr = F.interpolate(feat, (H, W), mode="bilinear", align_corners=False)
+    yy, xx = torch.meshgrid(torch.arange(H).float(), torch.arange(W).float(), indexing="ij")
     loss = 0
     for (px, py), (tx, ty) in zip(handles, targets):
         d = torch.tensor([tx - px, ty - py], dtype=torch.float32)
@@ -89,7 +91,7 @@ def authors_motion_loss(feat, handles, targets, r1, H):
             continue
         d = d / d.norm()
         ys, xs = torch.where(((xx - px) ** 2 + (yy - py) ** 2).sqrt() < r1)
-        grid = torch.stack([(xs + d[0]) / (H - 1) * 2 - 1, (ys + d[1]) / (H - 1) * 2 - 1], dim=-1)[None, None]
+        grid = torch.stack([(xs + d[0]) / (W - 1) * 2 - 1, (ys + d[1]) / (H - 1) * 2 - 1], dim=-1)[None, None]
         moved = F.grid_sample(fr, grid, align_corners=True)[:, :, 0]
         loss = loss + F.l1_loss(fr[:, :, ys, xs].detach(), moved)
     return loss
@@ -563,23 +565,6 @@ def test_hw_sampling_between_pixels_equals_grid_sample_on_resized_map():
     assert torch.allclose(sample_features(feat, pts, (H, W)), ref, atol=1e-5)
 
 
-def authors_motion_loss_hw(feat, handles, targets, r1, H, W):
-    """The authors' loss with the resize to (H, W), the disk over the H x W grid and (W-1)/(H-1) grid units."""
-    fr = resized(feat, H, W)
-    yy, xx = torch.meshgrid(torch.arange(H).float(), torch.arange(W).float(), indexing="ij")
-    loss = 0
-    for (px, py), (tx, ty) in zip(handles, targets):
-        d = torch.tensor([tx - px, ty - py], dtype=torch.float32)
-        if d.norm() <= 1:
-            continue
-        d = d / d.norm()
-        ys, xs = torch.where(((xx - px) ** 2 + (yy - py) ** 2).sqrt() < r1)
-        grid = torch.stack([(xs + d[0]) / (W - 1) * 2 - 1, (ys + d[1]) / (H - 1) * 2 - 1], dim=-1)[None, None]
-        moved = F.grid_sample(fr, grid, align_corners=True)[:, :, 0]
-        loss = loss + F.l1_loss(fr[:, :, ys, xs].detach(), moved)
-    return loss
-
-
 def test_hw_motion_loss_and_gradient_match_the_authors_formulation():
     H, W, h, w = 32, 16, 8, 4
     torch.manual_seed(12)
@@ -588,7 +573,7 @@ def test_hw_motion_loss_and_gradient_match_the_authors_formulation():
     handles = torch.tensor([[6.0, 12.0], [14.0, 28.0], [8.0, 20.0]], dtype=torch.float64)
     targets = torch.tensor([[10.0, 20.0], [9.0, 25.0], [8.5, 20.0]], dtype=torch.float64)
     ours = motion_supervision_loss(feat, handles, targets, 3.0, (H, W))
-    ref = authors_motion_loss_hw(feat, handles.tolist(), targets.tolist(), 3.0, H, W)
+    ref = authors_motion_loss(feat, handles.tolist(), targets.tolist(), 3.0, H, W)
     assert torch.allclose(ours, ref, rtol=1e-5)
     g1, = torch.autograd.grad(ours, feat)
     g2, = torch.autograd.grad(ref, feat)

@@ -27,14 +27,6 @@ from dragkit.errors import DragkitError, ImageError, SpecError
 from dragkit.nets import Generator, StyleGAN3Generator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def human(seed: int = 0) -> Generator:
     """A 32 x 16 (H x W) StyleGAN2 in StyleGAN-Human's layout (``square=False``)."""
     torch.manual_seed(seed)

@@ -42,14 +42,6 @@ from formats_layouts import (  # noqa: F401 - standins is a fixture
 from test_tf_pkl import _random_generator, _tiny_tf, _to_tf_discriminator, _to_tf_generator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # --------------------------------------------------------------------------------------------------
 # StyleGAN2-ADA PyTorch pickles: the layouts of the authors' and the pip draggan lists.
 

@@ -37,19 +37,6 @@ from dragkit.utils import tensor_to_uint8
 TOY_FAST = dict(w_steps=30, wplus_steps=40, lr_w=0.1, lr_wplus=0.05)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return load_model("toy")
-
-
 def similarity(scale: float, angle_deg: float, tx: float, ty: float) -> np.ndarray:
     a = math.radians(angle_deg)
     R = scale * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
@@ -331,20 +318,14 @@ def test_photos_are_read_by_the_one_image_reader(monkeypatch):
     assert len(calls) == 2 and set(decoded) == {(24, 20)}
 
 
-def test_multi_picture_jpeg_uses_the_first_picture():
+@pytest.mark.parametrize("fmt,warning", [("MPO", "first picture"), ("GIF", "first frame")],
+                         ids=["multi-picture-jpeg", "animated-gif"])
+def test_multi_frame_photo_uses_the_first_frame(fmt, warning):
     frames = [Image.fromarray(np.full((32, 32, 3), v, np.uint8)) for v in (10, 200)]
     buf = io.BytesIO()
-    frames[0].save(buf, "MPO", save_all=True, append_images=frames[1:])
+    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:])
     p = read_photo(buf.getvalue())
-    assert p.rgb.mean() < 50 and any("first picture" in w for w in p.warnings)
-
-
-def test_animated_gif_uses_the_first_frame():
-    frames = [Image.fromarray(np.full((32, 32, 3), v, np.uint8)) for v in (10, 200)]
-    buf = io.BytesIO()
-    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
-    p = read_photo(buf.getvalue())
-    assert p.rgb.mean() < 50 and any("first frame" in w for w in p.warnings)
+    assert p.rgb.mean() < 50 and any(warning in w for w in p.warnings)
 
 
 # ----------------------------------------------------------------------------

@@ -25,14 +25,6 @@ ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba128_train
 needs_faces = pytest.mark.skipif(not ZIP.is_file(), reason="needs ../shared/data/celeba128_train.zip")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def held_out_faces(n: int) -> list[np.ndarray]:
     from PIL import Image
 

@@ -10,26 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from dragkit import DragSession, load_model
+from dragkit import DragSession
 from dragkit.errors import DragkitError
 from dragkit.invert import InversionCancelled, InvertConfig, PhotoError, ProjectConfig, load_inversion
 from dragkit.models import ASSETS_DIR
 from dragkit.utils import tensor_to_uint8
 
 FAST = dict(w_steps=10, wplus_steps=10, lr_w=0.1, lr_wplus=0.05)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return load_model("toy")
 
 
 def photo_bytes(G, seed: int) -> bytes:

@@ -7,19 +7,14 @@ import torch
 from dragkit.drag.features import block_features
 from dragkit.formats.native import load_native, save_native
 from dragkit.nets import Generator
+from support.generators import frozen, randomize
 
 
 def _make(arch: str = "skip", seed: int = 0, res: int = 32) -> Generator:
     torch.manual_seed(seed)
     G = Generator(8, 0, 8, res, 3, mapping_kwargs={"num_layers": 2},
                   synthesis_kwargs={"channel_base": 128, "channel_max": 8, "architecture": arch, "square": False})
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith("noise_strength") or (name.endswith("bias") and ".affine." not in name):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-        G.mapping.w_avg.copy_(torch.randn(8, generator=gen))
-    return G.eval().requires_grad_(False)
+    return frozen(randomize(G, seed + 1))
 
 
 @pytest.fixture(scope="module")

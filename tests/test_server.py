@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 from dragkit.server.app import Limits, create_app
 from dragkit.server.compute import ComputeQueue
 from support.generators import HOME_RES
+from support.webtab import Tab
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,76 +50,6 @@ def serving(app, **kw):
 def client(model_home, sessions_dir):
     with serving(create_app("tiny", sessions_dir=sessions_dir)) as c:
         yield c
-
-
-class Tab:
-    """A websocket tab with helpers that wait for the reply to one message."""
-
-    def __init__(self, ws):
-        self.ws = ws
-        self.n = 0
-        self.sid = None
-        self.state = None
-        self.seen: list[dict] = []
-
-    def send(self, **msg) -> int:
-        self.n += 1
-        msg.setdefault("id", self.n)
-        self.ws.send_text(json.dumps(msg))
-        return msg["id"]
-
-    def recv(self) -> dict:
-        m = self.ws.receive_json()
-        self.seen.append(m)
-        if m["type"] == "frame":
-            self.ws.send_text('{"type":"ack"}')
-        if m["type"] == "state":
-            self.state = m
-        return m
-
-    def until(self, kind: str, re=None) -> dict:
-        while True:
-            m = self.recv()
-            if m["type"] == kind and (re is None or m.get("re") == re):
-                return m
-            if m["type"] == "error" and kind != "error":
-                raise AssertionError(f"unexpected error frame: {m}")
-
-    def hello(self, **kw) -> dict:
-        i = self.send(type="hello", **kw)
-        welcome = self.until("welcome", i)
-        self.sid = welcome["session"]
-        self.until("state", i)
-        return welcome
-
-    def do(self, **msg) -> dict:
-        """Send an action and return the state that answers it."""
-        return self.until("state", self.send(**msg))
-
-    def error(self, **msg) -> dict:
-        """Send a bad message and return the error frame that answers it."""
-        i = self.send(**msg)
-        while True:
-            m = self.recv()
-            if m["type"] == "error":
-                assert m.get("re") in (i, None), m
-                return m
-            assert m["type"] not in ("state",) or m.get("re") != i, f"expected an error, got {m}"
-
-    def drag(self, max_steps: int) -> tuple[list[dict], dict, dict]:
-        """Start a drag; returns (frames, done, final state)."""
-        self.send(type="start", max_steps=max_steps)
-        frames = []
-        while True:
-            m = self.recv()
-            if m["type"] == "frame":
-                frames.append(m)
-            elif m["type"] == "error":
-                raise AssertionError(m)
-            elif m["type"] == "done":
-                done = m
-            elif m["type"] == "state" and not m["running"] and any(x["type"] == "done" for x in self.seen):
-                return frames, done, m
 
 
 def open_tab(client, **hello) -> Tab:
@@ -444,10 +375,15 @@ def test_concurrent_drags_share_the_compute_queue(client):
     close_tab(b)
 
 
-def test_stop_ends_a_drag_and_it_is_one_undo_step(client):
-    tab = open_tab(client)
+def start_long_drag(tab: Tab) -> None:
+    """Start a drag that runs until stopped (one point far from its target, 1000 steps)."""
     tab.do(type="add_point", handle=[4, 4], target=[28, 28])
     tab.send(type="start", max_steps=1000)
+
+
+def test_stop_ends_a_drag_and_it_is_one_undo_step(client):
+    tab = open_tab(client)
+    start_long_drag(tab)
     tab.until("frame")
     tab.send(type="stop")
     done = tab.until("done")
@@ -462,8 +398,7 @@ def test_stop_ends_a_drag_and_it_is_one_undo_step(client):
 
 def test_edits_are_refused_while_running(client):
     tab = open_tab(client)
-    tab.do(type="add_point", handle=[4, 4], target=[28, 28])
-    tab.send(type="start", max_steps=1000)
+    start_long_drag(tab)
     tab.until("started")
     for bad in ({"type": "add_point", "handle": [1, 1], "target": [2, 2]}, {"type": "undo"}, {"type": "start"}):
         assert "running" in tab.error(**bad)["message"]

@@ -202,7 +202,7 @@ def test_a_restarted_server_reopens_the_photo_edit(sessions_dir, photo):
     gen = folders[0] / "edit.generator.safetensors"
     gen.write_bytes(gen.read_bytes()[:-8] + b"\0" * 8)
     with serving(create_app("toy", sessions_dir=sessions_dir)) as c3:
-        from test_server import Tab
+        from support.webtab import Tab
 
         t = Tab(c3.websocket_connect("/ws").__enter__())
         t.hello(session=sid)

@@ -9,24 +9,9 @@ import torch
 
 from dragkit.nets.ops import fir_resample
 from dragkit.nets.stylegan3 import Generator, SynthesisLayer, design_lowpass_filter
+from support.generators import randomize_stylegan3
 
 W_DIM = 8
-
-
-def _randomize(G: torch.nn.Module, seed: int) -> None:
-    """Trained-looking values for what starts at 0 or 1 (biases, input affine, magnitudes, w_avg)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith(".bias") and ".affine." not in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
-            elif name == "synthesis.input.affine.weight":
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-        for name, b in G.named_buffers():
-            if name.endswith("magnitude_ema"):
-                b.copy_(torch.rand([], generator=gen) + 0.5)
-            elif name.endswith("w_avg"):
-                b.copy_(torch.randn(b.shape, generator=gen))
 
 
 def _make(seed: int = 0, **kwargs) -> Generator:
@@ -34,7 +19,7 @@ def _make(seed: int = 0, **kwargs) -> Generator:
     kw = dict(channel_base=512, channel_max=16, num_layers=6)
     kw.update(kwargs)
     G = Generator(W_DIM, 0, W_DIM, 32, 3, **kw)
-    _randomize(G, seed)
+    randomize_stylegan3(G, seed)
     return G.eval().requires_grad_(False)
 
 

@@ -8,6 +8,7 @@ import torch
 from dragkit.errors import CheckpointError
 from dragkit.formats.tf_pkl import collect_tf_variables, convert_tf_discriminator, convert_tf_generator
 from dragkit.nets import Generator
+from support.generators import frozen, randomize
 from dragkit.nets.discriminator import Discriminator
 
 
@@ -185,13 +186,7 @@ def _random_generator(arch: str, c_dim: int = 0, seed: int = 0) -> Generator:
     torch.manual_seed(seed)
     G = Generator(8, c_dim, 6, 16, 3, mapping_kwargs={"num_layers": 2, "lr_multiplier": 0.01},
                   synthesis_kwargs={"channel_base": 128, "channel_max": 8, "architecture": arch})
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith("noise_strength") or (name.endswith("bias") and ".affine." not in name):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-        G.mapping.w_avg.copy_(torch.randn(6, generator=gen))
-    return G.eval().requires_grad_(False)
+    return frozen(randomize(G, seed + 1))
 
 
 @pytest.mark.parametrize("arch,c_dim,progressive,ada", [

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
+from .utils import read_capped
 
 __all__ = ["read_image", "read_mask", "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "IMAGE_FORMATS"]
 
@@ -38,19 +39,16 @@ Source = Union[bytes, bytearray, memoryview, str, os.PathLike]
 
 
 def _read_bytes(source: Source, what: str, max_bytes: int) -> bytes:
+    too_large = f"{what} is too large (over {max_bytes // 1024} KiB)"
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     else:
         p = Path(source)
         if not p.is_file():
             raise ImageError(f"{what}: {'not a file' if p.exists() else 'no such file'}")
-        try:
-            with open(p, "rb") as f:
-                data = f.read(max_bytes + 1)
-        except OSError as exc:
-            raise ImageError(f"{what}: cannot read ({exc.strerror or type(exc).__name__})") from None
+        data = read_capped(p, max_bytes, ImageError, what, too_large)
     if len(data) > max_bytes:
-        raise ImageError(f"{what} is too large (over {max_bytes // 1024} KiB)")
+        raise ImageError(too_large)
     if not data:
         raise ImageError(f"{what} is empty")
     return data

@@ -79,6 +79,24 @@ def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes, durable: bool 
     return dest
 
 
+def read_capped(path: str | os.PathLike[str], max_bytes: int, error: type[Exception], name: str,
+                too_large: str) -> bytes:
+    """A file's bytes, reading at most ``max_bytes + 1`` of them (a huge file is never read whole).
+
+    Raises:
+        error: ``"{name}: cannot read (reason)"`` when the OS refuses, or ``too_large`` when the
+            file holds more than ``max_bytes``.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise error(f"{name}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > max_bytes:
+        raise error(too_large)
+    return data
+
+
 def _umask() -> int:
     """The process umask (read without changing it for longer than a call)."""
     mask = os.umask(0o022)

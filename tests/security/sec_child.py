@@ -318,40 +318,31 @@ def fuzz(root: Path, seed: int, cases: int, seconds: float) -> None:
     sg3_kwargs.update(sg3.init_kwargs["synthesis_kwargs"])
     sg3_seed = H.stylegan3_pickle(sg3, sg3_kwargs)
 
-    def tf_case(i: int) -> Callable[[], Any]:
-        if rng.random() < 0.5:
-            data = mutate_bytes(tf_seed, rng, protect=2)
-        else:
-            st = dict(tf_state)
-            comps = dict(st["components"])
-            which = rng.choice(["Gs", "mapping", "synthesis"])
-            target = st if which == "Gs" else dict(comps[which])
-            target["static_kwargs"] = mutate_json(target["static_kwargs"], rng)
-            if which != "Gs":
-                comps[which] = target
-            st["components"] = comps
-            data = H.tf_pickle(st)
-        path = root / f"t{i}.pkl"
-        path.write_bytes(data)
-        return lambda: check_model(load_checkpoint(path))
+    def pickle_case(prefix: str, seed_bytes: bytes, build: Callable[[], bytes]) -> Callable[[int], Callable[[], Any]]:
+        """Cases of one pickle kind: half the seed file's bytes mutated, half ``build()`` (mutated records)."""
 
-    def sg3_case(i: int) -> Callable[[], Any]:
-        if rng.random() < 0.5:
-            data = mutate_bytes(sg3_seed, rng, protect=2)
-        else:
-            data = H.stylegan3_pickle(sg3, mutate_json(sg3_kwargs, rng))
-        path = root / f"s{i}.pkl"
-        path.write_bytes(data)
-        return lambda: check_model(load_checkpoint(path))
+        def case(i: int) -> Callable[[], Any]:
+            data = mutate_bytes(seed_bytes, rng, protect=2) if rng.random() < 0.5 else build()
+            path = root / f"{prefix}{i}.pkl"
+            path.write_bytes(data)
+            return lambda: check_model(load_checkpoint(path))
 
-    def nvidia_case(i: int) -> Callable[[], Any]:
-        if rng.random() < 0.5:
-            data = mutate_bytes(pkl_seed, rng, protect=2)
-        else:
-            data = H.nvidia_pickle(G, init_kwargs=mutate_json(kwargs, rng))
-        path = root / f"n{i}.pkl"
-        path.write_bytes(data)
-        return lambda: check_model(load_checkpoint(path))
+        return case
+
+    def tf_mutated() -> bytes:
+        st = dict(tf_state)
+        comps = dict(st["components"])
+        which = rng.choice(["Gs", "mapping", "synthesis"])
+        target = st if which == "Gs" else dict(comps[which])
+        target["static_kwargs"] = mutate_json(target["static_kwargs"], rng)
+        if which != "Gs":
+            comps[which] = target
+        st["components"] = comps
+        return H.tf_pickle(st)
+
+    tf_case = pickle_case("t", tf_seed, tf_mutated)
+    sg3_case = pickle_case("s", sg3_seed, lambda: H.stylegan3_pickle(sg3, mutate_json(sg3_kwargs, rng)))
+    nvidia_case = pickle_case("n", pkl_seed, lambda: H.nvidia_pickle(G, init_kwargs=mutate_json(kwargs, rng)))
 
     def native_case(i: int) -> Callable[[], Any]:
         d = root / f"native{i}"

@@ -47,10 +47,17 @@ def persistence() -> Iterator[Any]:
     mod = types.ModuleType("torch_utils.persistence")
     mod._reconstruct_persistent_obj = _reconstruct_persistent_obj
     pkg.persistence = mod
-    old = {k: sys.modules.get(k) for k in ("torch_utils", "torch_utils.persistence")}
-    sys.modules.update({"torch_utils": pkg, "torch_utils.persistence": mod})
-    try:
+    with _registered({"torch_utils": pkg, "torch_utils.persistence": mod}):
         yield _reconstruct_persistent_obj
+
+
+@contextlib.contextmanager
+def _registered(mods: dict[str, types.ModuleType]) -> Iterator[None]:
+    """``mods`` in ``sys.modules`` inside the block; what was there before is put back."""
+    old = {k: sys.modules.get(k) for k in mods}
+    sys.modules.update(mods)
+    try:
+        yield
     finally:
         for k, v in old.items():
             if v is None:
@@ -303,19 +310,10 @@ def tf_network_class() -> Iterator[Any]:
             raise AssertionError("dragkit called the file's Network.__setstate__")
 
     Network.__module__, Network.__qualname__ = "dnnlib.tflib.network", "Network"
-    names = ("dnnlib", "dnnlib.tflib", "dnnlib.tflib.network")
-    old = {k: sys.modules.get(k) for k in names}
-    mods = {k: types.ModuleType(k) for k in names}
+    mods = {k: types.ModuleType(k) for k in ("dnnlib", "dnnlib.tflib", "dnnlib.tflib.network")}
     mods["dnnlib.tflib.network"].Network = Network
-    sys.modules.update(mods)
-    try:
+    with _registered(mods):
         yield Network
-    finally:
-        for k, v in old.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
 
 
 def _hwio(w: torch.Tensor, flip: bool = False) -> np.ndarray:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import os
 import threading
 import time
@@ -11,72 +10,9 @@ from typing import Any, Iterator
 
 
 from support.generators import HOME_RES
+from support.webtab import Tab
 
 RES = HOME_RES  # the served ``tiny`` model (tests/support/generators.py)
-
-
-class Tab:
-    """A websocket tab (TestClient) with helpers waiting for the reply to one message."""
-
-    def __init__(self, ws: Any, cm: Any = None) -> None:
-        self.ws, self.n, self.sid, self.state = ws, 0, None, None
-        self.seen: list[dict] = []
-        self._cm = cm
-
-    def close(self) -> None:
-        if self._cm is not None:
-            cm, self._cm = self._cm, None
-            with contextlib.suppress(Exception):
-                cm.__exit__(None, None, None)
-
-    def send(self, **msg: Any) -> int:
-        self.n += 1
-        msg.setdefault("id", self.n)
-        self.ws.send_text(json.dumps(msg))
-        return msg["id"]
-
-    def recv(self) -> dict:
-        m = self.ws.receive_json()
-        self.seen.append(m)
-        if m["type"] == "frame":
-            self.ws.send_text('{"type":"ack"}')
-        if m["type"] == "state":
-            self.state = m
-        return m
-
-    def until(self, kind: str, re: Any = None) -> dict:
-        while True:
-            m = self.recv()
-            if m["type"] == kind and (re is None or m.get("re") == re):
-                return m
-            if m["type"] == "error" and kind != "error":
-                raise AssertionError(f"unexpected error frame: {m}")
-
-    def hello(self, **kw: Any) -> dict:
-        i = self.send(type="hello", **kw)
-        welcome = self.until("welcome", i)
-        self.sid = welcome["session"]
-        self.until("state", i)
-        return welcome
-
-    def do(self, **msg: Any) -> dict:
-        return self.until("state", self.send(**msg))
-
-    def error(self, **msg: Any) -> dict:
-        i = self.send(**msg)
-        while True:
-            m = self.recv()
-            if m["type"] == "error" and m.get("re") in (i, None):
-                return m
-            assert not (m["type"] == "state" and m.get("re") == i), f"expected an error, got {m}"
-
-    def ping_seconds(self) -> float:
-        t = time.perf_counter()
-        i = self.send(type="ping")
-        while True:
-            m = self.recv()
-            if m["type"] == "pong" and m.get("re") == i:
-                return time.perf_counter() - t
 
 
 @contextlib.contextmanager

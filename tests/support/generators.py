@@ -25,6 +25,24 @@ def randomize(G: torch.nn.Module, seed: int, scale: float = 0.3) -> torch.nn.Mod
     return G
 
 
+def randomize_stylegan3(G: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A StyleGAN3 generator's trained-looking values, drawn on the CPU from ``seed``: biases
+    (std 0.2), the input affine weight (std 0.5), magnitude EMAs in [0.5, 1.5) and ``w_avg``."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith(".bias") and ".affine." not in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+            elif name == "synthesis.input.affine.weight":
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+        for name, b in G.named_buffers():
+            if name.endswith("magnitude_ema"):
+                b.copy_(torch.rand([], generator=gen) + 0.5)
+            elif name.endswith("w_avg"):
+                b.copy_(torch.randn(b.shape, generator=gen))
+    return G
+
+
 def frozen(G: Generator) -> Generator:
     return G.eval().requires_grad_(False)
 

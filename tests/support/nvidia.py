@@ -22,7 +22,7 @@ import torch
 
 from dragkit.nets import Generator
 
-__all__ = ["StandIn", "Persistent", "install", "persist", "nvidia_snapshot", "write_pickle", "hostile_payloads"]
+__all__ = ["StandIn", "Persistent", "install", "persist", "nvidia_snapshot", "side_networks", "write_pickle", "hostile_payloads"]
 
 
 class StandIn:
@@ -91,6 +91,17 @@ def persist(nv: StandIn, module: torch.nn.Module, init_kwargs: dict | None = Non
     return Persistent(nv.reconstruct, nv.module_src, class_name or type(module).__name__, state)
 
 
+def side_networks() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Stand-ins for what a training snapshot holds beside the generators: ``(D, augment_pipe)``
+    (a 4 x 4 ``fc`` weight; one buffer ``p``)."""
+    D = torch.nn.Module()
+    D.fc = torch.nn.Module()
+    D.fc.weight = torch.nn.Parameter(torch.randn(4, 4))
+    augment = torch.nn.Module()
+    augment.register_buffer("p", torch.zeros([]))
+    return D, augment
+
+
 def nvidia_snapshot(nv: StandIn, G: Generator, layout: str = "ada", init_kwargs: dict | None = None) -> dict:
     """A training snapshot dict as stylegan2-ada-pytorch / stylegan3 write it."""
     ik = G.init_kwargs
@@ -102,11 +113,7 @@ def nvidia_snapshot(nv: StandIn, G: Generator, layout: str = "ada", init_kwargs:
             init_kwargs = dict(base, mapping_kwargs=mk, synthesis_kwargs=sk)
         else:  # stylegan3 code base: synthesis kwargs passed flat
             init_kwargs = dict(base, mapping_kwargs=mk, **sk, fused_modconv_default="inference_only")
-    D = torch.nn.Module()
-    D.fc = torch.nn.Module()
-    D.fc.weight = torch.nn.Parameter(torch.randn(4, 4))
-    augment = torch.nn.Module()
-    augment.register_buffer("p", torch.zeros([]))
+    D, augment = side_networks()
     return dict(
         G=persist(nv, copy.deepcopy(G).train(), init_kwargs),
         D=persist(nv, D, {"c_dim": G.c_dim, "img_resolution": G.img_resolution}, class_name="Discriminator"),

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from ..errors import DragkitError
-from .options import MAX_POINTS, MAX_SEED
+from .options import MAX_POINTS, MAX_SEED, PSI_RANGE, check_psi
 from .points import XY
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "PointRecord",
     "Snapshot",
     "SessionState",
+    "Psi",
     "parse_session_state",
     "validation_message",
 ]
@@ -48,6 +49,17 @@ MAX_MASK_CHARS = 4096 * 4096 // 8 * 4 // 3 + 64
 _Finite = Annotated[float, Field(allow_inf_nan=False)]
 #: A seed as the generators take it.
 Seed = Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)]
+
+
+def _check_psi(value: Any) -> float:
+    try:
+        return check_psi(value)
+    except DragkitError:
+        raise ValueError(f"must be a number between {PSI_RANGE[0]:g} and {PSI_RANGE[1]:g}") from None
+
+
+#: A truncation psi: the one rule of the library, the CLI and the app (:func:`~.options.check_psi`).
+Psi = Annotated[float, BeforeValidator(_check_psi)]
 
 
 class Strict(BaseModel):
@@ -122,7 +134,7 @@ class SessionState(Strict):
     version: Annotated[int, Field(strict=True, ge=1, le=SESSION_VERSION)]
     model: ModelInfo
     seed: Optional[Seed] = None
-    psi: Annotated[float, Field(ge=-100, le=100, allow_inf_nan=False)] = 0.7
+    psi: Psi = 0.7
     latent: EncodedTensor
     w0: EncodedTensor
     points: Points = []
@@ -137,10 +149,12 @@ def validation_message(exc: ValidationError) -> str:
     """The first problem of a pydantic error as one short line: ``where: what (got value)``."""
     err = exc.errors(include_url=False)[0]
     loc = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
+    msg = str(err.get("msg", "invalid"))
+    msg = msg[len("Value error, "):] if msg.startswith("Value error, ") else msg  # a rule's own words
     value = repr(err.get("input"))
     if len(value) > 40:
         value = value[:37] + "..."
-    return f"{loc}: {err.get('msg', 'invalid')} (got {value})"
+    return f"{loc}: {msg} (got {value})"
 
 
 def parse_session_state(state: Any) -> SessionState:

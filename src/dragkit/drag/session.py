@@ -478,8 +478,17 @@ class DragSession:
             return dataclasses.replace(result, done=True)
         loss = motion_supervision_loss(feat, handles, targets, d.opts.r1, None, origin=origin, geometry=geom,
                                        reference=d.ref_patch)
+        self._descend(d, feat, loss)
+        d.tracked = False
+        self._set_latent(d.compose().detach())
+        return dataclasses.replace(result, step=d.steps)
+
+    @staticmethod
+    def _descend(d: _Drag, feat: torch.Tensor, loss: torch.Tensor) -> None:
+        """One optimiser step of the drag on ``loss`` plus the mask term (``lambda_mask``, when a mask is set):
+        the gradient reaches the latent only; counts the step."""
         if d.mask is not None and d.opts.lambda_mask > 0:
-            loss = loss + d.opts.lambda_mask * mask_loss(feat, d.feat0, d.mask, None, geometry=geom)
+            loss = loss + d.opts.lambda_mask * mask_loss(feat, d.feat0, d.mask, None, geometry=d.src.geometry)
         if loss.requires_grad:
             (grad,) = torch.autograd.grad(loss, [d.w], allow_unused=True)
             if grad is not None:
@@ -487,9 +496,6 @@ class DragSession:
                 d.optim.step()
                 d.w.grad = None
         d.steps += 1
-        d.tracked = False
-        self._set_latent(d.compose().detach())
-        return dataclasses.replace(result, step=d.steps)
 
     def _track(self, d: _Drag, feat: torch.Tensor, handles: torch.Tensor, origin: Any) -> torch.Tensor:
         """DragGAN's tracking of the handles on ``feat`` (options ``tracking``, ``subpixel``, ``confidence``);
@@ -542,18 +548,9 @@ class DragSession:
         d.tracked = True
         result = self._result(d.steps, done=False)
         losses = fd.template_loss(feat, handles, st.templates, geometry=geom, origin=origin)
-        loss = losses.sum()
-        if d.mask is not None and o.lambda_mask > 0:
-            loss = loss + o.lambda_mask * mask_loss(feat, d.feat0, d.mask, None, geometry=geom)
         if st.sub == 0:
             st.loss_ini = losses.detach().double().cpu()
-        if loss.requires_grad:
-            (grad,) = torch.autograd.grad(loss, [d.w], allow_unused=True)
-            if grad is not None:
-                d.w.grad = grad
-                d.optim.step()
-                d.w.grad = None
-        d.steps += 1
+        self._descend(d, feat, losses.sum())
         st.sub += 1
         if st.sub >= fd.SUB_STEPS or float(losses.detach().max()) < 0.25 * st.expected:
             st.sub = 0

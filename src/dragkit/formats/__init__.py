@@ -16,8 +16,8 @@ from ..errors import CheckpointError
 from ..nets import Generator
 from .native import load_native, native_paths, save_native
 
-__all__ = ["load_checkpoint", "load_discriminator", "detect_format", "save_native", "load_native", "native_paths",
-           "SUPPORTED"]
+__all__ = ["load_checkpoint", "load_discriminator", "detect_format", "checked_checkpoint", "save_native", "load_native",
+           "native_paths", "SUPPORTED"]
 
 SUPPORTED = {
     ".safetensors": "native",
@@ -39,21 +39,34 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     return SUPPORTED[suffix]
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Generator:
-    """Load a generator from any supported checkpoint file (eval mode, CPU)."""
+def checked_checkpoint(path: str | os.PathLike[str]) -> tuple[Path, str]:
+    """``(path, format)`` of a checkpoint that is there to read: the format from :func:`detect_format`,
+    and the file (a native checkpoint: its weights or its config) present, not a folder, not empty.
+
+    Raises:
+        CheckpointError: unsupported extension, missing, a directory, or an empty file.
+    """
     p = Path(path)
     fmt = detect_format(p)
     if fmt == "native":
         weights, cfg = native_paths(p)
         if not weights.exists() and not cfg.exists():
             raise CheckpointError(f"{p}: no such checkpoint")
-        return load_native(p)
+        return p, fmt
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint")
     if p.is_dir():
         raise CheckpointError(f"{p}: is a directory, not a checkpoint")
     if p.stat().st_size == 0:
         raise CheckpointError(f"{p}: empty file (0 bytes)")
+    return p, fmt
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Generator:
+    """Load a generator from any supported checkpoint file (eval mode, CPU)."""
+    p, fmt = checked_checkpoint(path)
+    if fmt == "native":
+        return load_native(p)
     if fmt == "nvidia-pkl":
         from .nvidia_pkl import load_nvidia_pkl
 

@@ -27,11 +27,13 @@ so fake shapes cannot feed shape inference.
 """
 from __future__ import annotations
 
+import itertools
 import math
+import re
 from typing import Annotated, Any, Callable, Literal, Mapping, Optional, Sequence, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch.overrides import TorchFunctionMode
 
 from ..errors import CheckpointError
@@ -48,6 +50,8 @@ __all__ = [
     "check_discriminator_kwargs",
     "build_bounded",
     "compare_shapes",
+    "required_tensor",
+    "numbered_run",
     "check_tensor_backing",
     "total_elements",
 ]
@@ -65,6 +69,16 @@ MAX_ELEMENTS = 2**31
 
 _Features = Annotated[int, Field(strict=True, ge=1, le=MAX_FEATURES)]
 _Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _odd(v: int) -> int:
+    if v % 2 != 1:
+        raise ValueError("must be odd")
+    return v
+
+
+#: A convolution kernel size: odd, 1 to 7.
+_OddKernel = Annotated[int, Field(strict=True, ge=1, le=7), AfterValidator(_odd)]
 
 
 class _Strict(BaseModel):
@@ -91,7 +105,7 @@ class SynthesisArch(_Strict):
     architecture: Literal["orig", "skip", "resnet"] = "skip"
     conv_clamp: Optional[Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]] = None
     use_noise: bool = True
-    kernel_size: Annotated[int, Field(strict=True, ge=1, le=7)] = 3
+    kernel_size: _OddKernel = 3
     activation: Literal["lrelu", "linear"] = "lrelu"
     resample_filter: Optional[Annotated[list[_Finite], Field(min_length=1, max_length=8)]] = None
     square: bool = True  # False: StyleGAN-Human's H x H/2 maps
@@ -100,13 +114,6 @@ class SynthesisArch(_Strict):
     fp16_channels_last: Optional[bool] = None
     fused_modconv_default: Optional[Union[bool, Literal["inference_only"]]] = None
 
-    @field_validator("kernel_size")
-    @classmethod
-    def _odd(cls, v: int) -> int:
-        if v % 2 != 1:
-            raise ValueError("must be odd")
-        return v
-
 
 def _power_of_two(v: int, lo: int) -> int:
     if v < lo or v & (v - 1):
@@ -114,16 +121,15 @@ def _power_of_two(v: int, lo: int) -> int:
     return v
 
 
-class GeneratorArch(_Strict):
-    """Constructor arguments of :class:`dragkit.nets.Generator`, every field bounded."""
+class _GeneratorTop(_Strict):
+    """The top-level constructor arguments every generator family shares (then its ``mapping_kwargs``
+    and ``synthesis_kwargs``)."""
 
     z_dim: Annotated[int, Field(strict=True, ge=0, le=MAX_FEATURES)]
     c_dim: Annotated[int, Field(strict=True, ge=0, le=MAX_C_DIM)] = 0
     w_dim: _Features
     img_resolution: Annotated[int, Field(strict=True, ge=4, le=MAX_RESOLUTION)]
     img_channels: Annotated[int, Field(strict=True, ge=1, le=16)] = 3
-    mapping_kwargs: MappingArch = MappingArch()
-    synthesis_kwargs: SynthesisArch = SynthesisArch()
 
     @field_validator("img_resolution")
     @classmethod
@@ -131,10 +137,17 @@ class GeneratorArch(_Strict):
         return _power_of_two(v, 4)
 
     @model_validator(mode="after")
-    def _latent(self) -> "GeneratorArch":
+    def _latent(self) -> "_GeneratorTop":
         if self.z_dim == 0 and self.c_dim == 0:
             raise ValueError("z_dim and c_dim cannot both be 0")
         return self
+
+
+class GeneratorArch(_GeneratorTop):
+    """Constructor arguments of :class:`dragkit.nets.Generator`, every field bounded."""
+
+    mapping_kwargs: MappingArch = MappingArch()
+    synthesis_kwargs: SynthesisArch = SynthesisArch()
 
 
 class StyleGAN3MappingArch(_Strict):
@@ -168,20 +181,13 @@ class StyleGAN3SynthesisArch(_Strict):
     margin_size: Annotated[int, Field(strict=True, ge=0, le=256)] = 10
     output_scale: Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False)] = 0.25
     num_fp16_res: Annotated[int, Field(strict=True, ge=0, le=MAX_STYLEGAN3_LAYERS)] = 4
-    conv_kernel: Annotated[int, Field(strict=True, ge=1, le=7)] = 3
+    conv_kernel: _OddKernel = 3
     filter_size: Annotated[int, Field(strict=True, ge=1, le=16)] = 6
     lrelu_upsampling: Annotated[int, Field(strict=True, ge=1, le=8)] = 2
     use_radial_filters: bool = False
     conv_clamp: Optional[Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]] = 256
     magnitude_ema_beta: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.999
     use_fp16: Optional[bool] = None  # NVIDIA speed switch: no effect on the maths
-
-    @field_validator("conv_kernel")
-    @classmethod
-    def _odd(cls, v: int) -> int:
-        if v % 2 != 1:
-            raise ValueError("must be odd")
-        return v
 
     @model_validator(mode="after")
     def _critical(self) -> "StyleGAN3SynthesisArch":
@@ -190,27 +196,11 @@ class StyleGAN3SynthesisArch(_Strict):
         return self
 
 
-class StyleGAN3Arch(_Strict):
+class StyleGAN3Arch(_GeneratorTop):
     """Constructor arguments of :class:`dragkit.nets.StyleGAN3Generator`, every field bounded."""
 
-    z_dim: Annotated[int, Field(strict=True, ge=0, le=MAX_FEATURES)]
-    c_dim: Annotated[int, Field(strict=True, ge=0, le=MAX_C_DIM)] = 0
-    w_dim: _Features
-    img_resolution: Annotated[int, Field(strict=True, ge=4, le=MAX_RESOLUTION)]
-    img_channels: Annotated[int, Field(strict=True, ge=1, le=16)] = 3
     mapping_kwargs: StyleGAN3MappingArch = StyleGAN3MappingArch()
     synthesis_kwargs: StyleGAN3SynthesisArch = StyleGAN3SynthesisArch()
-
-    @field_validator("img_resolution")
-    @classmethod
-    def _pow2(cls, v: int) -> int:
-        return _power_of_two(v, 4)
-
-    @model_validator(mode="after")
-    def _latent(self) -> "StyleGAN3Arch":
-        if self.z_dim == 0 and self.c_dim == 0:
-            raise ValueError("z_dim and c_dim cannot both be 0")
-        return self
 
 
 class DiscriminatorArch(_Strict):
@@ -409,6 +399,28 @@ def compare_shapes(expected: Mapping[str, Sequence[int]], found: Mapping[str, Se
             raise CheckpointError(
                 f"{source}: tensor {k!r} has shape {list(shape)}, the network expects {list(expected[k])}"
             )
+
+
+def required_tensor(state: Mapping[str, Any], key: str, source: str) -> Any:
+    """``state[key]``, or a CheckpointError naming the missing tensor."""
+    if key not in state:
+        raise CheckpointError(f"{source}: missing tensor {key!r}")
+    return state[key]
+
+
+def numbered_run(state: Mapping[str, Any], pattern: re.Pattern[str], template: str, first: int, source: str,
+                 hint: str = "") -> int:
+    """How many keys of ``state`` match ``pattern`` (group 1: their number), numbered ``first, first + 1, ...``.
+
+    Raises:
+        CheckpointError: none matches (the message names ``template`` of
+            ``first`` and adds ``hint``), or the numbers have a gap (named).
+    """
+    found = sorted(int(m.group(1)) for k in state if (m := pattern.match(k)))
+    if found and found == list(range(first, first + len(found))):
+        return len(found)
+    gap = next(i for i in itertools.count(first) if i not in found)
+    raise CheckpointError(f"{source}: missing tensor {template.format(gap)!r}" + ("" if found else hint))
 
 
 def check_tensor_backing(t: Any, name: str, source: str) -> torch.Tensor:

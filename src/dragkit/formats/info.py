@@ -24,7 +24,6 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import CheckpointError
 from .arch import check_generator_kwargs, check_stylegan3_kwargs, total_elements
 
 __all__ = ["CheckpointInfo", "FeatureMap", "checkpoint_info", "stylegan2_feature_maps", "stylegan3_feature_maps"]
@@ -183,9 +182,7 @@ def _info(path: Path, fmt: str, network: str, raw_kwargs: Mapping[str, Any], sou
 def _native_info(p: Path) -> CheckpointInfo:
     from .native import DEFAULT_NETWORK, has_native_discriminator, native_paths, read_config, read_state_shapes
 
-    weights, cfg_path = native_paths(p)
-    if not weights.exists() and not cfg_path.exists():
-        raise CheckpointError(f"{p}: no such checkpoint")
+    weights, cfg_path = native_paths(p)  # one of them is there (checkpoint_info checked)
     cfg = read_config(p)
     shapes = read_state_shapes(p)
     extras = []
@@ -232,13 +229,10 @@ def _pickle_extras(data: Mapping[str, Any], used: str) -> list[str]:
 def _nvidia_info(p: Path) -> CheckpointInfo:
     from .nvidia_pkl import (
         _select_generator,
-        apply_recorded_attributes,
-        decide_square,
-        generator_state_from_record,
-        infer_init_kwargs,
-        init_kwargs_from_record,
+        generator_record_state,
         is_stylegan3_state,
         read_nvidia_pkl,
+        stylegan2_kwargs_from_record,
         stylegan3_kwargs_from_record,
     )
     from .safe_pickle import TFNetworkRecord
@@ -254,22 +248,12 @@ def _nvidia_info(p: Path) -> CheckpointInfo:
         kwargs = tf_generator_kwargs(state, source)
         values = sum(int(v.size) for v in collect_tf_variables(state, source).values())
         return _info(p, "tf-pkl", STYLEGAN2, kwargs, source, "static_kwargs", values, extras)
-    state = generator_state_from_record(rec, source)
-    if rec.class_name != "Generator":
-        raise CheckpointError(f"{source}: {key!r} is a {rec.class_name!r}, not a StyleGAN Generator")
+    state = generator_record_state(key, rec, source)
     values = total_elements({k: v.shape for k, v in state.items()})
     if is_stylegan3_state(state):
         return _info(p, "nvidia-pkl", STYLEGAN3, stylegan3_kwargs_from_record(rec, source), source, "_init_kwargs",
                      values, extras)
-    kwargs = init_kwargs_from_record(rec, source)
-    inferred = kwargs is None
-    if inferred:
-        kwargs = infer_init_kwargs(state, source)
-    try:
-        kwargs = apply_recorded_attributes(kwargs, rec)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{source}: {exc}") from None
-    kwargs = decide_square(check_generator_kwargs(kwargs, source), rec, state, source)
+    kwargs, inferred = stylegan2_kwargs_from_record(rec, state, source)
     return _info(p, "nvidia-pkl", STYLEGAN2, kwargs, source, "shapes" if inferred else "_init_kwargs", values, extras)
 
 
@@ -291,18 +275,11 @@ def checkpoint_info(path: str | os.PathLike[str]) -> CheckpointInfo:
         CheckpointError: missing, corrupt, hostile or unsupported file (the
             same refusals as loading it).
     """
-    from . import detect_format
+    from . import checked_checkpoint
 
-    p = Path(path)
-    fmt = detect_format(p)
+    p, fmt = checked_checkpoint(path)
     if fmt == "native":
         return _native_info(p)
-    if not p.exists():
-        raise CheckpointError(f"{p}: no such checkpoint")
-    if p.is_dir():
-        raise CheckpointError(f"{p}: is a directory, not a checkpoint")
-    if p.stat().st_size == 0:
-        raise CheckpointError(f"{p}: empty file (0 bytes)")
     if fmt == "nvidia-pkl":
         return _nvidia_info(p)
     return _torch_info(p)

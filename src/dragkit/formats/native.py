@@ -19,6 +19,7 @@ from ..errors import CheckpointError
 from ..nets import Generator, StyleGAN3Generator
 from ..nets.discriminator import Discriminator
 from ..utils import atomic_write_bytes as _atomic_write_bytes
+from ..utils import read_capped
 from .arch import (
     build_bounded,
     check_discriminator_kwargs,
@@ -113,13 +114,8 @@ MAX_CONFIG_BYTES = 1 << 20
 
 def _read_json(path: Path) -> Any:
     """A small JSON file; too large, not UTF-8, invalid or nested too deeply is a CheckpointError."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise CheckpointError(f"{path}: config file too large (over {MAX_CONFIG_BYTES // 1024} KiB)")
+    raw = read_capped(path, MAX_CONFIG_BYTES, CheckpointError, str(path),
+                      f"{path}: config file too large (over {MAX_CONFIG_BYTES // 1024} KiB)")
     try:
         return json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:

@@ -42,7 +42,14 @@ import torch
 
 from ..errors import CheckpointError
 from ..nets import Generator, StyleGAN3Generator
-from .arch import build_bounded, check_discriminator_kwargs, check_generator_kwargs, total_elements
+from .arch import (
+    build_bounded,
+    check_discriminator_kwargs,
+    check_generator_kwargs,
+    numbered_run,
+    required_tensor,
+    total_elements,
+)
 from .native import build_generator, load_state_strict
 from .safe_pickle import MAX_DEPTH as _MAX_DEPTH
 from .safe_pickle import EasyDict, PersistentRecord, TFNetworkRecord, safe_unpickle
@@ -222,16 +229,9 @@ def infer_init_kwargs(state: Mapping[str, torch.Tensor], source: str = "<checkpo
     """
 
     def need(key: str) -> torch.Tensor:
-        if key not in state:
-            raise CheckpointError(f"{source}: missing tensor {key!r}")
-        return state[key]
+        return required_tensor(state, key, source)
 
-    fcs = sorted(int(m.group(1)) for k in state if (m := _FC_RE.match(k)))
-    if not fcs:
-        raise CheckpointError(f"{source}: missing tensor 'mapping.fc0.weight'")
-    if fcs != list(range(len(fcs))):
-        raise CheckpointError(f"{source}: missing tensor 'mapping.fc{next(i for i in range(len(fcs) + 1) if i not in fcs)}.weight'")
-    num_layers = len(fcs)
+    num_layers = numbered_run(state, _FC_RE, "mapping.fc{}.weight", 0, source)
     w_dim = int(need(f"mapping.fc{num_layers - 1}.weight").shape[0])
     fc0 = need("mapping.fc0.weight")
     c_dim = embed = 0
@@ -489,11 +489,37 @@ def load_nvidia_pkl(path: str | os.PathLike[str]) -> torch.nn.Module:
     key, rec = _select_generator(data, source)
     if isinstance(rec, TFNetworkRecord):
         return _load_tf_generator(key, rec, source)
+    state = generator_record_state(key, rec, source)
+    if is_stylegan3_state(state):
+        return _load_stylegan3(key, rec, state, source)
+    kwargs, inferred = stylegan2_kwargs_from_record(rec, state, source)
+    return _built_generator(kwargs, state, source, "nvidia-pkl", key, "shapes" if inferred else "_init_kwargs")
+
+
+def generator_record_state(key: str, rec: PersistentRecord, source: str = "<pickle>") -> dict[str, torch.Tensor]:
+    """The tensors of the generator record ``key`` (NVIDIA names).
+
+    Raises:
+        CheckpointError: a bad tensor, or a record that is not a ``Generator``.
+    """
     state = generator_state_from_record(rec, source)
     if rec.class_name != "Generator":
         raise CheckpointError(f"{source}: {key!r} is a {rec.class_name!r}, not a StyleGAN Generator")
-    if is_stylegan3_state(state):
-        return _load_stylegan3(key, rec, state, source)
+    return state
+
+
+def stylegan2_kwargs_from_record(rec: PersistentRecord, state: Mapping[str, torch.Tensor],
+                                 source: str = "<pickle>") -> tuple[dict[str, Any], bool]:
+    """A StyleGAN2 generator record's checked constructor arguments, and whether they were inferred.
+
+    The recorded ``_init_kwargs`` (else :func:`infer_init_kwargs` from the
+    tensors, ``inferred`` True), completed by the attributes the modules
+    recorded (:func:`apply_recorded_attributes`) and the aspect
+    (:func:`decide_square`).
+
+    Raises:
+        CheckpointError: a bad or unsupported field (named), or tensors the inference cannot read.
+    """
     kwargs = init_kwargs_from_record(rec, source)
     inferred = kwargs is None
     if inferred:
@@ -502,14 +528,20 @@ def load_nvidia_pkl(path: str | os.PathLike[str]) -> torch.nn.Module:
         kwargs = apply_recorded_attributes(kwargs, rec)
     except CheckpointError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
-    kwargs = decide_square(check_generator_kwargs(kwargs, source), rec, state, source)
-    G = build_generator(kwargs, source, holds=total_elements({k: v.shape for k, v in state.items()}))
+    return decide_square(check_generator_kwargs(kwargs, source), rec, state, source), inferred
+
+
+def _built_generator(kwargs: Mapping[str, Any], state: Mapping[str, torch.Tensor], source: str, source_format: str,
+                     key: str, architecture_from: str, network: str | None = None) -> torch.nn.Module:
+    """The eval-mode generator of ``kwargs`` holding ``state`` (strictly), with its ``dragkit_metadata``."""
+    extra = {} if network is None else {"network": network}
+    G = build_generator(kwargs, source, holds=total_elements({k: v.shape for k, v in state.items()}), **extra)
     load_state_strict(G, state, source)
     G.eval().requires_grad_(False)
     G.dragkit_metadata = {  # type: ignore[attr-defined]
-        "source_format": "nvidia-pkl",
+        "source_format": source_format,
         "network": key,
-        "architecture_from": "shapes" if inferred else "_init_kwargs",
+        "architecture_from": architecture_from,
     }
     return G
 
@@ -518,15 +550,7 @@ def _load_tf_generator(key: str, rec: TFNetworkRecord, source: str) -> Generator
     from .tf_pkl import convert_tf_generator, tf_network_state
 
     conv = convert_tf_generator(tf_network_state(rec, source), source)
-    G = build_generator(conv.init_kwargs, source, holds=total_elements({k: v.shape for k, v in conv.state_dict.items()}))
-    load_state_strict(G, conv.state_dict, source)
-    G.eval().requires_grad_(False)
-    G.dragkit_metadata = {  # type: ignore[attr-defined]
-        "source_format": "tf-pkl",
-        "network": key,
-        "architecture_from": "static_kwargs",
-    }
-    return G
+    return _built_generator(conv.init_kwargs, conv.state_dict, source, "tf-pkl", key, "static_kwargs")
 
 
 def _synthesis_kwargs_of(kwargs: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -584,17 +608,8 @@ def stylegan3_kwargs_from_record(rec: PersistentRecord, source: str = "<pickle>"
 
 
 def _load_stylegan3(key: str, rec: PersistentRecord, state: dict[str, torch.Tensor], source: str) -> torch.nn.Module:
-    kwargs = stylegan3_kwargs_from_record(rec, source)
-    G = build_generator(kwargs, source, holds=total_elements({k: v.shape for k, v in state.items()}),
-                        network=StyleGAN3Generator.network_name)
-    load_state_strict(G, state, source)
-    G.eval().requires_grad_(False)
-    G.dragkit_metadata = {  # type: ignore[attr-defined]
-        "source_format": "nvidia-pkl",
-        "network": key,
-        "architecture_from": "_init_kwargs",
-    }
-    return G
+    return _built_generator(stylegan3_kwargs_from_record(rec, source), state, source, "nvidia-pkl", key, "_init_kwargs",
+                            network=StyleGAN3Generator.network_name)
 
 
 _D_KEYS = ("c_dim", "img_resolution", "img_channels")
@@ -611,8 +626,6 @@ def discriminator_from_record(rec: Any, source: str = "<pickle>"):
         CheckpointError: not a discriminator record, a conditional or
             non-resnet discriminator (not supported), or tensors that do not fit.
     """
-    from ..nets.discriminator import Discriminator
-
     if not isinstance(rec, PersistentRecord) or rec.class_name != "Discriminator":
         name = getattr(rec, "class_name", type(rec).__name__)
         raise CheckpointError(f"{source}: 'D' is a {name!r}, not a StyleGAN2 Discriminator")
@@ -650,10 +663,7 @@ def discriminator_from_record(rec: Any, source: str = "<pickle>"):
         f = state.pop(key).float()
         if f.shape != standard.shape or not torch.allclose(f, standard):
             raise CheckpointError(f"{source}: {key} is not the standard [1, 3, 3, 1] filter")
-    D = build_bounded(Discriminator, config, total_elements({k: v.shape for k, v in state.items()}), source,
-                      "discriminator")
-    load_state_strict(D, state, source)
-    return D.eval().requires_grad_(False)
+    return _built_discriminator(config, state, source)
 
 
 def load_nvidia_pkl_discriminator(path: str | os.PathLike[str]):
@@ -666,12 +676,17 @@ def load_nvidia_pkl_discriminator(path: str | os.PathLike[str]):
 
 
 def _tf_discriminator(rec: TFNetworkRecord, source: str):
-    from ..nets.discriminator import Discriminator
     from .tf_pkl import convert_tf_discriminator, tf_network_state
 
     conv = convert_tf_discriminator(tf_network_state(rec, source), source)
-    config = check_discriminator_kwargs(conv.init_kwargs, source)
-    D = build_bounded(Discriminator, config, total_elements({k: v.shape for k, v in conv.state_dict.items()}), source,
+    return _built_discriminator(check_discriminator_kwargs(conv.init_kwargs, source), conv.state_dict, source)
+
+
+def _built_discriminator(config: Mapping[str, Any], state: Mapping[str, torch.Tensor], source: str):
+    """The eval-mode discriminator of a checked ``config`` holding ``state`` (strictly)."""
+    from ..nets.discriminator import Discriminator
+
+    D = build_bounded(Discriminator, config, total_elements({k: v.shape for k, v in state.items()}), source,
                       "discriminator")
-    load_state_strict(D, conv.state_dict, source)
+    load_state_strict(D, state, source)
     return D.eval().requires_grad_(False)

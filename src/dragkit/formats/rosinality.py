@@ -46,7 +46,7 @@ import torch
 from ..errors import CheckpointError
 from ..nets import Generator
 from ..nets.ops import setup_filter
-from .arch import total_elements
+from .arch import numbered_run, required_tensor, total_elements
 from .native import build_generator, load_state_strict
 from .nvidia_pkl import infer_init_kwargs
 from .torchload import load_weights
@@ -69,17 +69,10 @@ def _expected_shapes(sd: Mapping[str, torch.Tensor], source: str) -> tuple[dict[
     """rosinality key -> shape implied by the architecture read from ``sd``."""
 
     def need(key: str) -> torch.Tensor:
-        if key not in sd:
-            raise CheckpointError(f"{source}: missing tensor {key!r}")
-        return sd[key]
+        return required_tensor(sd, key, source)
 
-    styles = sorted(int(m.group(1)) for k in sd if (m := _STYLE_RE.match(k)))
-    if not styles:
-        raise CheckpointError(f"{source}: missing tensor 'style.1.weight' (not a rosinality StyleGAN2 generator?)")
-    n_mlp = len(styles)
-    if styles != list(range(1, n_mlp + 1)):
-        gap = next(i for i in range(1, n_mlp + 2) if i not in styles)
-        raise CheckpointError(f"{source}: missing tensor 'style.{gap}.weight'")
+    n_mlp = numbered_run(sd, _STYLE_RE, "style.{}.weight", 1, source,
+                         hint=" (not a rosinality StyleGAN2 generator?)")
     style_dim = int(need("style.1.weight").shape[1])
     n_blocks = len({int(m.group(1)) for k in sd if (m := _RGBS_RE.match(k))})
     log_size = n_blocks + 2

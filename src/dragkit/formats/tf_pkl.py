@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -552,26 +552,42 @@ def convert_tf_generator(state: Mapping[str, Any], source: str = "<pickle>") -> 
                     unused_ok.add(name)  # lower-resolution outputs, faded out at lod 0
     expected = _expected_state(Generator, kwargs, source, _held(tf), "generator")
     kernel = setup_filter(tuple(kwargs["synthesis_kwargs"]["resample_filter"]))
-    out: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-    for name, shape in expected.items():
-        if name.endswith("resample_filter"):
-            out[name] = kernel.clone()
-            continue
-        rule = _g_rule(name)
-        if rule is None:  # pragma: no cover - every Generator tensor has a rule
-            raise CheckpointError(f"{source}: no TensorFlow variable maps to {name!r}")
-        tf_name, how = rule
-        if tf_name not in tf:
-            raise CheckpointError(f"{source}: missing TensorFlow variable {tf_name!r} (for {name})")
-        used.add(tf_name)
-        out[name] = _tensor(_apply(tf[tf_name], how), name, tf_name, shape, source)
+    out, used = _convert_variables(expected, tf, _g_rule, source, kernel)
     extra = sorted(set(tf) - used - unused_ok)
     if extra:
         raise CheckpointError(f"{source}: unexpected TensorFlow variable {extra[0]!r}"
                               + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
                               + f" for a {kwargs['synthesis_kwargs']['architecture']} generator")
     return TFConversion(kwargs, out)
+
+
+def _convert_variables(expected: Mapping[str, tuple[int, ...]], tf: Mapping[str, Any],
+                       rule: Callable[[str], tuple[str, str] | None], source: str,
+                       resample_filter: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """Each expected PyTorch tensor from the TF variable ``rule(name)`` names, converted as it says and
+    checked against its shape; ``resample_filter`` buffers are copies of ``resample_filter`` when given.
+
+    Returns:
+        ``(state dict, names of the TF variables used)``.
+
+    Raises:
+        CheckpointError: a missing or mis-shaped variable (named).
+    """
+    out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+    for name, shape in expected.items():
+        if resample_filter is not None and name.endswith("resample_filter"):
+            out[name] = resample_filter.clone()
+            continue
+        found = rule(name)
+        if found is None:  # pragma: no cover - every tensor of the networks has a rule
+            raise CheckpointError(f"{source}: no TensorFlow variable maps to {name!r}")
+        tf_name, how = found
+        if tf_name not in tf:
+            raise CheckpointError(f"{source}: missing TensorFlow variable {tf_name!r} (for {name})")
+        used.add(tf_name)
+        out[name] = _tensor(_apply(tf[tf_name], how), name, tf_name, shape, source)
+    return out, used
 
 
 # --------------------------------------------------------------------------
@@ -652,17 +668,7 @@ def convert_tf_discriminator(state: Mapping[str, Any], source: str = "<pickle>")
     kw.check_unknown()
     tf = collect_tf_variables(state, source)
     expected = _expected_state(Discriminator, kwargs, source, _held(tf), "discriminator")
-    out: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-    for name, shape in expected.items():
-        rule = _d_rule(name)
-        if rule is None:  # pragma: no cover
-            raise CheckpointError(f"{source}: no TensorFlow variable maps to {name!r}")
-        tf_name, how = rule
-        if tf_name not in tf:
-            raise CheckpointError(f"{source}: missing TensorFlow variable {tf_name!r} (for {name})")
-        used.add(tf_name)
-        out[name] = _tensor(_apply(tf[tf_name], how), name, tf_name, shape, source)
+    out, used = _convert_variables(expected, tf, _d_rule, source)
     extra = sorted(set(tf) - used)
     if extra:
         raise CheckpointError(f"{source}: unexpected TensorFlow variable {extra[0]!r} in the discriminator"

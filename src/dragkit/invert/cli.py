@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import DragkitError
 
-__all__ = ["register", "run"]
+__all__ = ["register", "run", "add_step_arguments", "apply_step_arguments"]
 
 
 def register(sub: Any) -> None:
@@ -26,9 +26,7 @@ def register(sub: Any) -> None:
     p.add_argument("--alignment", default="auto", choices=("auto", "celeba", "ffhq"),
                    help="which crop to align onto (default auto: from the model's metadata)")
     p.add_argument("--pti", action="store_true", help="pivotal tuning: tune a copy of the generator to the photo")
-    p.add_argument("--w-steps", type=int, default=None, help="steps of the W phase")
-    p.add_argument("--wplus-steps", type=int, default=None, help="steps of the W+ phase")
-    p.add_argument("--pti-steps", type=int, default=None, help="steps of pivotal tuning")
+    add_step_arguments(p)
     p.add_argument("--loss", default=None,
                    help="loss weights, e.g. 'pixel=1,msssim=0.25' (terms: pixel, l1, msssim, disc, facefeat, faceid)")
     p.add_argument("--optimize-noise", action="store_true", help="also optimise the noise maps (saved with the edit)")
@@ -37,6 +35,24 @@ def register(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
+
+
+def add_step_arguments(p: argparse.ArgumentParser) -> None:
+    """``--w-steps``, ``--wplus-steps``, ``--pti-steps`` (default: the config's), for
+    ``dragkit invert`` and the inversion benchmarks alike; :func:`apply_step_arguments` applies them."""
+    p.add_argument("--w-steps", type=int, default=None, help="steps of the W phase")
+    p.add_argument("--wplus-steps", type=int, default=None, help="steps of the W+ phase")
+    p.add_argument("--pti-steps", type=int, default=None, help="steps of pivotal tuning")
+
+
+def apply_step_arguments(cfg: Any, args: argparse.Namespace) -> None:
+    """Set the step counts given by :func:`add_step_arguments` on an :class:`~dragkit.invert.InvertConfig`."""
+    if args.w_steps is not None:
+        cfg.projection.w_steps = args.w_steps
+    if args.wplus_steps is not None:
+        cfg.projection.wplus_steps = args.wplus_steps
+    if args.pti_steps is not None:
+        cfg.pti_config.steps = args.pti_steps
 
 
 def _progress_printer(quiet: bool):
@@ -73,12 +89,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = default_config(pti=args.pti, align=args.align)
     cfg.alignment = args.alignment
-    if args.w_steps is not None:
-        cfg.projection.w_steps = args.w_steps
-    if args.wplus_steps is not None:
-        cfg.projection.wplus_steps = args.wplus_steps
-    if args.pti_steps is not None:
-        cfg.pti_config.steps = args.pti_steps
+    apply_step_arguments(cfg, args)
     if args.loss is not None:
         cfg.projection.weights = LossWeights.parse(args.loss)
         cfg.pti_config.weights = LossWeights.parse(args.loss)

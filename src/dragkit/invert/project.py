@@ -24,7 +24,7 @@ import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from ..errors import DragkitError
 from .losses import LossWeights, ReconstructionLoss, noise_regularisation
 
 __all__ = ["ProjectConfig", "Projection", "Progress", "InversionCancelled", "project", "w_statistics",
-           "noise_buffers", "lr_factor"]
+           "noise_buffers", "no_labels", "lr_factor", "check_settings"]
 
 
 class InversionCancelled(DragkitError):
@@ -63,6 +63,23 @@ class Progress:
 
 ProgressFn = Callable[[Progress], None]
 CancelFn = Callable[[], bool]
+
+
+def check_settings(config: Any, integers: Mapping[str, int], numbers: Sequence[str], prefix: str = "") -> None:
+    """Refuse a settings object whose ``integers`` are not whole numbers >= their minimum, or whose
+    ``numbers`` are not finite numbers >= 0 (``prefix`` starts the messages, e.g. ``'pti '``).
+
+    Raises:
+        DragkitError: the first bad field, named with its value.
+    """
+    for name, least in integers.items():
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            raise DragkitError(f"{prefix}{name} must be an integer >= {least}, got {v!r}")
+    for name in numbers:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise DragkitError(f"{prefix}{name} must be a finite number >= 0, got {v!r}")
 
 
 @dataclass
@@ -97,14 +114,8 @@ class ProjectConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        for name in ("w_steps", "wplus_steps", "init_candidates"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise DragkitError(f"{name} must be an integer >= 0, got {v!r}")
-        for name in ("lr_w", "lr_wplus", "latent_noise", "noise_reg", "wplus_reg"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise DragkitError(f"{name} must be a finite number >= 0, got {v!r}")
+        check_settings(self, {"w_steps": 0, "wplus_steps": 0, "init_candidates": 0},
+                       ("lr_w", "lr_wplus", "latent_noise", "noise_reg", "wplus_reg"))
         if self.init not in ("search", "mean"):
             raise DragkitError(f"init must be 'search' or 'mean', got {self.init!r}")
         if self.w_steps + self.wplus_steps == 0:
@@ -147,14 +158,17 @@ def lr_factor(t: float, rampup: float = 0.05, rampdown: float = 0.25) -> float:
 def w_statistics(G: Any, n: int = 2000, seed: int = 123) -> tuple[torch.Tensor, float]:
     """``(w_mean (w_dim,), sigma)``: the mean code (``w_avg`` when tracked) and W's per-coordinate std."""
     g = torch.Generator().manual_seed(seed)
-    dev = G.device
-    z = torch.randn(n, G.z_dim, generator=g).to(dev)
-    c = torch.zeros(n, G.c_dim, device=dev) if G.c_dim else None
+    z = torch.randn(n, G.z_dim, generator=g).to(G.device)
     with torch.no_grad():
-        w = G.mapping(z, c)[:, 0]
+        w = G.mapping(z, no_labels(G, n))[:, 0]
     mean = G.mapping.w_avg.detach().clone() if hasattr(G.mapping, "w_avg") else w.mean(0)
     sigma = float((w - w.mean(0)).pow(2).mean().sqrt())
     return mean, sigma
+
+
+def no_labels(G: Any, n: int) -> torch.Tensor | None:
+    """The class labels of ``n`` unconditional draws: zeros ``(n, c_dim)`` on ``G``'s device, None when ``c_dim`` is 0."""
+    return torch.zeros(n, G.c_dim, device=G.device) if G.c_dim else None
 
 
 def noise_buffers(G: Any) -> dict[str, torch.Tensor]:
@@ -170,6 +184,35 @@ def _psnr_of(img: torch.Tensor, target: torch.Tensor) -> float:
 def _check_cancel(cancel: CancelFn | None) -> None:
     if cancel is not None and cancel():
         raise InversionCancelled("inversion cancelled")
+
+
+def _checked_target(G: Any, target: torch.Tensor) -> torch.Tensor:
+    """``target`` ``(1, 3, H, H)`` for this model, as float32 on its device; else a DragkitError."""
+    H = int(G.img_resolution)
+    if tuple(target.shape) != (1, 3, H, H):
+        raise DragkitError(f"target must be [1, 3, {H}, {H}] for this model, got {list(target.shape)}")
+    return target.to(G.device, torch.float32)
+
+
+def _begin_step(opt: torch.optim.Optimizer, lr: float, cancel: CancelFn | None) -> None:
+    """Before an Adam step: honour ``cancel``, then set the step's learning rate."""
+    _check_cancel(cancel)
+    for grp in opt.param_groups:
+        grp["lr"] = lr
+
+
+def _descend(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def _report(progress: ProgressFn | None, phase: str, step: int, steps: int, loss: torch.Tensor, img: torch.Tensor,
+            target: torch.Tensor, t0: float) -> None:
+    """Tell ``progress`` that step ``step`` (0-based) of ``steps`` is done."""
+    if progress is not None:
+        progress(Progress(phase=phase, step=step + 1, steps=steps, loss=float(loss.detach()),
+                          psnr=_psnr_of(img, target), elapsed=time.perf_counter() - t0, image=img.detach()))
 
 
 def project(
@@ -202,12 +245,9 @@ def project(
     """
     cfg = config or ProjectConfig()
     cfg.validate()
-    H = int(G.img_resolution)
-    if tuple(target.shape) != (1, 3, H, H):
-        raise DragkitError(f"target must be [1, 3, {H}, {H}] for this model, got {list(target.shape)}")
+    target = _checked_target(G, target)
     t0 = _t0 if _t0 is not None else time.perf_counter()
     dev = G.device
-    target = target.to(dev, torch.float32)
     rec = ReconstructionLoss(target, cfg.weights, D=D, face_chip=face_chip, grayscale=grayscale)
     w_mean, sigma = w_statistics(G)
     gen = torch.Generator().manual_seed(int(cfg.seed))
@@ -229,9 +269,8 @@ def project(
     u0 = torch.zeros(1, G.w_dim)
     if cfg.init == "search" and cfg.init_candidates > 0:
         z = torch.randn(cfg.init_candidates, G.z_dim, generator=gen).to(dev)
-        c = torch.zeros(len(z), G.c_dim, device=dev) if G.c_dim else None
         with torch.no_grad():
-            cand = torch.cat([w_mean[None], G.mapping(z, c, truncation_psi=0.7)[:, 0]])
+            cand = torch.cat([w_mean[None], G.mapping(z, no_labels(G, len(z)), truncation_psi=0.7)[:, 0]])
             scores = []
             for i in range(0, len(cand), 8):
                 part = cand[i:i + 8]
@@ -246,10 +285,8 @@ def project(
         params = [u] + list(noises.values())
         opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
         for step in range(steps):
-            _check_cancel(cancel)
             t = step / steps
-            for grp in opt.param_groups:
-                grp["lr"] = lr * lr_factor(t)
+            _begin_step(opt, lr * lr_factor(t), cancel)
             code = u
             if not plus and cfg.latent_noise > 0:
                 strength = cfg.latent_noise * max(0.0, 1.0 - t / 0.75) ** 2
@@ -264,19 +301,14 @@ def project(
                 terms["noise_reg"] = float(nreg.detach())
             if plus and cfg.wplus_reg > 0:
                 loss = loss + cfg.wplus_reg * (u - u.mean(1, keepdim=True)).pow(2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            _descend(opt, loss)
             with torch.no_grad():
                 for n in noises.values():
                     n -= n.mean()
                     n /= n.pow(2).mean().sqrt()
             if step % every == 0 or step == steps - 1:
                 history.append({"phase": phase, "step": step, "loss": float(loss.detach()), **terms})
-            if progress is not None:
-                progress(Progress(phase=phase, step=step + 1, steps=steps, loss=float(loss.detach()),
-                                  psnr=_psnr_of(img, target), elapsed=time.perf_counter() - t0,
-                                  image=img.detach()))
+            _report(progress, phase, step, steps, loss, img, target, t0)
         return u.detach()
 
     u = u0.to(dev).clone().requires_grad_(True)

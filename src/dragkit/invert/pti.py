@@ -17,7 +17,6 @@ over the model (:mod:`dragkit.invert.edit` saves it beside the session).
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,7 +26,19 @@ import torch
 
 from ..errors import DragkitError
 from .losses import LossWeights, ReconstructionLoss, _feature_distance, discriminator_features
-from .project import CancelFn, Progress, ProgressFn, _check_cancel, _psnr_of, lr_factor, w_statistics
+from .project import (
+    CancelFn,
+    ProgressFn,
+    _begin_step,
+    _checked_target,
+    _descend,
+    _psnr_of,
+    _report,
+    check_settings,
+    lr_factor,
+    no_labels,
+    w_statistics,
+)
 
 __all__ = ["PTIConfig", "PTIResult", "pivotal_tuning", "tuned_parameters"]
 
@@ -56,14 +67,7 @@ class PTIConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        for name in ("steps", "locality_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "locality_every" else 0):
-                raise DragkitError(f"pti {name} must be an integer >= {1 if name == 'locality_every' else 0}, got {v!r}")
-        for name in ("lr", "locality", "locality_distance"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise DragkitError(f"pti {name} must be a finite number >= 0, got {v!r}")
+        check_settings(self, {"steps": 0, "locality_every": 1}, ("lr", "locality", "locality_distance"), prefix="pti ")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,14 +128,11 @@ def pivotal_tuning(
     """
     cfg = config or PTIConfig()
     cfg.validate()
-    H = int(G.img_resolution)
-    if tuple(target.shape) != (1, 3, H, H):
-        raise DragkitError(f"target must be [1, 3, {H}, {H}] for this model, got {list(target.shape)}")
+    target = _checked_target(G, target)
     if tuple(ws_pivot.shape) != (1, G.num_ws, G.w_dim):
         raise DragkitError(f"pivot must be [1, {G.num_ws}, {G.w_dim}], got {list(ws_pivot.shape)}")
     t0 = _t0 if _t0 is not None else time.perf_counter()
     dev = G.device
-    target = target.to(dev, torch.float32)
     ws_pivot = ws_pivot.detach().to(dev, torch.float32)
     rec = ReconstructionLoss(target, cfg.weights, D=D, face_chip=face_chip, grayscale=grayscale)
     Gt = copy.deepcopy(G).train(False)
@@ -144,20 +145,17 @@ def pivotal_tuning(
     # Typical distance of the model's codes from their mean, the unit of locality_distance.
     zs = torch.randn(256, G.z_dim, generator=gen).to(dev)
     with torch.no_grad():
-        spread = float((G.mapping(zs, torch.zeros(256, G.c_dim, device=dev) if G.c_dim else None)[:, 0]
-                        - w_mean).norm(dim=1).median())
+        spread = float((G.mapping(zs, no_labels(G, 256))[:, 0] - w_mean).norm(dim=1).median())
     history: list[dict[str, Any]] = []
     img = None
     for step in range(cfg.steps):
-        _check_cancel(cancel)
-        for grp in opt.param_groups:
-            grp["lr"] = cfg.lr * lr_factor(step / cfg.steps, rampup=0.0, rampdown=0.25)
+        _begin_step(opt, cfg.lr * lr_factor(step / cfg.steps, rampup=0.0, rampdown=0.25), cancel)
         img = Gt.synthesis(ws_pivot, noise_mode="const")
         loss, terms = rec(img)
         if cfg.locality > 0 and step % cfg.locality_every == 0:
             z = torch.randn(1, G.z_dim, generator=gen).to(dev)
             with torch.no_grad():
-                w_z = G.mapping(z, torch.zeros(1, G.c_dim, device=dev) if G.c_dim else None)  # (1, num_ws, w_dim)
+                w_z = G.mapping(z, no_labels(G, 1))  # (1, num_ws, w_dim)
                 d = w_z - ws_pivot
                 w_r = ws_pivot + cfg.locality_distance * spread * d / d[:, 0].norm().clamp_min(1e-8)
                 ref = G.synthesis(w_r, noise_mode="const")
@@ -169,14 +167,10 @@ def pivotal_tuning(
                 loc = loc + cfg.weights.disc * _feature_distance(discriminator_features(D, out), ref_f)
             loss = loss + cfg.locality * loc
             terms["locality"] = float(loc.detach())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _descend(opt, loss)
         if step % 5 == 0 or step == cfg.steps - 1:
             history.append({"step": step, "loss": float(loss.detach()), **terms})
-        if progress is not None:
-            progress(Progress(phase="pti", step=step + 1, steps=cfg.steps, loss=float(loss.detach()),
-                              psnr=_psnr_of(img, target), elapsed=time.perf_counter() - t0, image=img.detach()))
+        _report(progress, "pti", step, cfg.steps, loss, img, target, t0)
     for p in params:
         p.requires_grad_(False)
     Gt.eval()
@@ -184,7 +178,7 @@ def pivotal_tuning(
         img = Gt.synthesis(ws_pivot, noise_mode="const")
         check = torch.Generator().manual_seed(987654)
         zs = torch.randn(8, G.z_dim, generator=check).to(dev)
-        w_z = G.mapping(zs, torch.zeros(8, G.c_dim, device=dev) if G.c_dim else None)
+        w_z = G.mapping(zs, no_labels(G, 8))
         d = w_z - ws_pivot
         w_r = ws_pivot + cfg.locality_distance * spread * d / d[:, :1].norm(dim=2, keepdim=True).clamp_min(1e-8)
         loc_check = [_psnr_of(Gt.synthesis(w[None], noise_mode="const"), G.synthesis(w[None], noise_mode="const"))

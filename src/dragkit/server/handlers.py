@@ -209,7 +209,7 @@ async def open_file(conn: Connection, msg: p.Open) -> None:
         if edit.num_points > max_points:
             raise LimitError(f"the session file has {edit.num_points} point pairs; this server allows "
                              f"at most {max_points}")
-        t.set_edit(edit)
+        t.set_edit(edit, keep_options=False)  # the file's options (method, flags, radii...) with its edit
         t.video_frames = []
 
     await conn.action(msg.id, fn, undoable=tab.edit is not None, image=True)

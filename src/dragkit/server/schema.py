@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import Field, ValidationError
 
 from ..drag.options import MAX_STEPS
-from ..drag.schema import Seed, Strict, validation_message
+from ..drag.schema import Psi, Seed, Strict, validation_message
 from ..errors import DragkitError
 
 __all__ = ["APP_FORMAT", "APP_VERSION", "BLOB_RE", "AppSnapshot", "AppSessionFile", "blob_id",
@@ -40,7 +40,7 @@ class AppSnapshot(Strict):
 
     model: _MODEL
     seed: Optional[Seed] = None
-    psi: Annotated[float, Field(ge=-100, le=100, allow_inf_nan=False)] = 0.7
+    psi: Psi = 0.7
     engine: Annotated[dict[Annotated[str, Field(max_length=32)], Any], Field(max_length=32)]
 
 

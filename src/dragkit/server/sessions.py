@@ -137,10 +137,11 @@ class Tab:
         del self.undo_stack[: -self.history_limit]
         self.redo_stack.clear()
 
-    def set_edit(self, edit: Edit) -> None:
-        """Replace the edit (new seed, model, opened file), keeping the user's options."""
+    def set_edit(self, edit: Edit, keep_options: bool = True) -> None:
+        """Replace the edit (new seed or model: keeping the user's options; an opened file:
+        ``keep_options=False``, the file's options)."""
         self.edit = edit
-        if self.options:
+        if keep_options and self.options:
             _apply_options(edit, self.options)
         self.options = edit.options()
 

@@ -442,6 +442,12 @@ class Trainer:
             logits = self.D_main(img)
         return logits.float().flatten()
 
+    def _apply(self, loss: torch.Tensor, net: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+        """Back-propagate ``loss``, average ``net``'s gradients over the ranks, step ``opt``."""
+        loss.backward()
+        self._sync(net)
+        opt.step()
+
     # -- one iteration --------------------------------------------------
     def step(self) -> dict[str, float]:
         """Run one minibatch iteration (G main, G reg, D main, D reg, EMA)."""
@@ -464,9 +470,7 @@ class Trainer:
         img, _ = self.run_G(gen_z)
         logits = self.run_D(img)
         loss_G = F.softplus(-logits).mean()
-        loss_G.backward()
-        self._sync(self.G)
-        self.opt_G.step()
+        self._apply(loss_G, self.G, self.opt_G)
         stats["loss_G"] = loss_G.item()
         stats["score_fake"] = logits.mean().item()
 
@@ -481,9 +485,7 @@ class Trainer:
             self.pl_mean.copy_(self.pl_mean.lerp(pl_lengths.mean().detach(), cfg.pl_decay))
             pl_penalty = (pl_lengths - self.pl_mean).square()
             loss = (pl_penalty * cfg.pl_weight).mean() * cfg.pl_interval + img[:, 0, 0, 0].sum() * 0
-            loss.backward()
-            self._sync(self.G)
-            self.opt_G.step()
+            self._apply(loss, self.G, self.opt_G)
             stats["pl_penalty"] = pl_penalty.mean().item()
         self.G.requires_grad_(False)
 
@@ -495,9 +497,7 @@ class Trainer:
         logits_fake = self.run_D(img)
         logits_real = self.run_D(real)
         loss_D = F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
-        loss_D.backward()
-        self._sync(self.D)
-        self.opt_D.step()
+        self._apply(loss_D, self.D, self.opt_D)
         stats["loss_D"] = loss_D.item()
         stats["score_real"] = logits_real.mean().item()
 
@@ -509,9 +509,7 @@ class Trainer:
             (r1_grads,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
             r1_penalty = r1_grads.square().sum([1, 2, 3])
             loss = (r1_penalty * (self.gamma / 2)).mean() * cfg.r1_interval + logits.mean() * 0
-            loss.backward()
-            self._sync(self.D)
-            self.opt_D.step()
+            self._apply(loss, self.D, self.opt_D)
             stats["r1_penalty"] = r1_penalty.mean().item()
         self.D.requires_grad_(False)
 

@@ -10,11 +10,11 @@
 
 import { S, el, optInputs, pairStatus } from "./state.js";
 import { connect, ack, send } from "./socket.js";
-import { decodeMask, draw, drawn, layout, setImageSize, toScreen } from "./draw.js";
+import { decodeMask, draw, drawn, layout, setImageSize, smoothTrail, toScreen } from "./draw.js";
 import { bindPhoto, onProgress, photoView, renderPhoto } from "./photo.js";
 import {
-  applyOptionLimits, bindControls, maybeStartGuide, renderControls, renderPoints, restoreInputs, setConn, setRunState,
-  showDistances, toast, updateLinks,
+  applyOptionLimits, bindControls, loadExamples, maybeStartGuide, renderControls, renderPoints, restoreInputs, setConn, setRunState,
+  showDistances, showOption, toast, updateLinks,
 } from "./controls.js";
 
 // The token travels only in the HttpOnly cookie the login page obtained
@@ -60,15 +60,14 @@ function applyState(m) {
   if (document.activeElement !== el.psi && m.psi !== null) el.psi.value = m.psi;
   if (m.model) el.model.value = m.model;
   if (document.activeElement !== el.maxSteps) el.maxSteps.value = m.max_steps;
+  applyOptionLimits(m.option_limits);  // a select's choices first, then the values
   for (const inp of optInputs) {
     if (document.activeElement === inp) continue;
-    const v = m.options[inp.dataset.opt];
-    inp.value = v === null || v === undefined ? "" : v;
+    showOption(inp, m.options[inp.dataset.opt]);
     const auto = m.options_resolved ? m.options_resolved[inp.dataset.opt] : undefined;
     const shown = inp.dataset.opt === "stop_distance" && (auto === undefined || auto === null) ? m.stop_distance : auto;
-    if (inp.tagName === "INPUT" && shown !== undefined && shown !== null) inp.placeholder = `auto (${typeof shown === "number" ? +shown.toFixed(3) : shown})`;
+    if (inp.type === "number" && shown !== undefined && shown !== null) inp.placeholder = `auto (${typeof shown === "number" ? +shown.toFixed(3) : shown})`;
   }
-  applyOptionLimits(m.option_limits);
   el.resInfo.textContent = m.model ? `${m.model} · ${m.width}×${m.height}` : "no model";
   if (m.image) { S.imageRev = m.image_rev; S.pending = null; showImage(m.image).then(draw); }
   decodeMask(m.mask).then(draw);
@@ -190,7 +189,9 @@ window.dragkit = {
   get metrics() { return S.metrics; },
   get drawn() { return drawn; },
   get photo() { return photoView; },
+  get trails() { return S.trail.map((t) => t.map((p) => p.slice())); },  // the tracked positions, as received
   pairStatus,
+  smoothTrail,
   toScreen: (xy) => { const r = el.overlay.getBoundingClientRect(); const [x, y] = toScreen(xy); return [r.left + x, r.top + y]; },
 };
 
@@ -201,4 +202,5 @@ window.addEventListener("pagehide", () => {
 });
 bindControls();
 bindPhoto(toast);
+loadExamples();
 connect(frameHandlers, setConn, () => toast("Not connected to the server; retrying…"));

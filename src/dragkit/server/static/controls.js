@@ -48,10 +48,8 @@ export function restoreInputs() {
   el.seed.value = st.seed ?? "";
   if (st.psi !== null && st.psi !== undefined) el.psi.value = st.psi;
   el.maxSteps.value = st.max_steps;
-  for (const inp of optInputs) {
-    const v = st.options[inp.dataset.opt];
-    inp.value = v === null || v === undefined ? "" : v;
-  }
+  for (const inp of optInputs) showOption(inp, st.options[inp.dataset.opt]);
+  renderMethod();
 }
 
 // A number typed into `inp`, or null after one clear message (empty, letters, not finite);
@@ -132,13 +130,57 @@ export function showDistances(d) {
   if (S.live) renderPoints();
 }
 
-// Option inputs take their bounds from the server (the engine's, for this model).
+// Option inputs take their bounds from the server (the engine's, for this model): a number
+// input its min and max, a select its choices (the labels in index.html are kept, a choice the
+// page has no label for shows its name), a checkbox a "bool". An option the server does not
+// list is hidden. Then the method's own options are shown and the others hidden.
 export function applyOptionLimits(limits) {
   for (const inp of optInputs) {
     const lim = limits && limits[inp.dataset.opt];
-    if (!lim || inp.tagName !== "INPUT") continue;
-    if (lim.min !== undefined && lim.min !== null) inp.min = lim.min;
-    if (lim.max !== undefined && lim.max !== null) inp.max = lim.max;
+    const box = optionBox(inp);
+    box.classList.toggle("unlisted", !lim);
+    if (!lim) continue;
+    if (inp.tagName === "SELECT" && Array.isArray(lim.choices)) {
+      const want = lim.choices.map(String);
+      const have = [...inp.options].map((o) => o.value);
+      if (want.join("\n") !== have.join("\n")) {
+        const labels = Object.fromEntries([...inp.options].map((o) => [o.value, o.textContent]));
+        const value = inp.value;
+        inp.innerHTML = "";
+        for (const c of want) {
+          const o = document.createElement("option");
+          o.value = c;
+          o.textContent = labels[c] ?? c;
+          inp.appendChild(o);
+        }
+        if (want.includes(value)) inp.value = value;
+      }
+    } else if (inp.type === "number") {
+      if (lim.min !== undefined && lim.min !== null) inp.min = lim.min;
+      if (lim.max !== undefined && lim.max !== null) inp.max = lim.max;
+    }
+  }
+  renderMethod();
+}
+
+// The label (grid cell) of an option's input.
+function optionBox(inp) { return inp.closest("label") || inp; }
+
+// Show an option's value in its input: a checkbox is ticked, a select or number shows it ("" = auto).
+export function showOption(inp, v) {
+  if (inp.type === "checkbox") inp.checked = v === true;
+  else inp.value = v === null || v === undefined ? "" : v;
+}
+
+// The options of the chosen method (data-method on their label) are shown, the others hidden;
+// the method is the server's, or the one just picked while the server's answer is on its way.
+export function renderMethod(method) {
+  const sel = optInputs.find((i) => i.dataset.opt === "method");
+  const m = method ?? (S.st && S.st.options ? S.st.options.method : undefined) ?? (sel ? sel.value : undefined);
+  for (const inp of optInputs) {
+    const box = optionBox(inp);
+    const only = box.dataset ? box.dataset.method : undefined;
+    box.hidden = box.classList.contains("unlisted") || (!!only && !!m && !only.split(" ").includes(m));
   }
 }
 
@@ -181,10 +223,26 @@ export function updateLinks() {
 
 // -- the guided first run ------------------------------------------------------
 // Shown on a first visit (until dismissed): click a handle, click its target, press Start;
-// "Show me" plays an example edit (on the toy model, the README's: the disk 8 px to the right).
+// "Show me" plays the model's example edit (static/examples.json: per model its seed, psi and
+// point pairs; a model without one, or of another size, has no "Show me").
 
 const GUIDE_KEY = "dragkit.guide.done";
 export const guide = { on: false, started: false };
+let examples = {};
+
+export function loadExamples() {
+  return fetch(apiUrl("static/examples.json"), { credentials: "same-origin" })
+    .then((r) => (r.ok ? r.json() : {}))
+    .then((d) => { examples = (d && d.examples) || {}; renderGuide(); })
+    .catch(() => {});
+}
+
+// The example edit of the open model, or null.
+export function exampleFor(st) {
+  const ex = st && st.model ? examples[st.model] : null;
+  if (!ex || !Array.isArray(ex.size) || ex.size[0] !== st.height || ex.size[1] !== st.width) return null;
+  return ex;
+}
 
 export function maybeStartGuide(welcome) {
   let seen = false;
@@ -200,22 +258,31 @@ function dismissGuide() {
 }
 
 export function renderGuide() {
+  const ex = exampleFor(S.st);
+  const replay = document.getElementById("replay-example");
+  if (replay) {
+    replay.disabled = !ex;
+    replay.title = ex ? `The example edit on ${S.st.model}: ${ex.what}` : "No example edit for this model";
+  }
   const box = document.getElementById("guide");
   if (!box) return;
   box.hidden = !guide.on;
   if (!guide.on) return;
   const steps = [S.pending || S.points.length > 0, S.points.length > 0, guide.started || S.running || !!S.lastOutcome];
   box.querySelectorAll("li").forEach((li, i) => li.classList.toggle("done", steps[i]));
-  const ex = document.getElementById("guide-example");
-  if (ex) ex.hidden = !(S.st && S.st.model === "toy");
+  const btn = document.getElementById("guide-example");
+  if (btn) {
+    btn.hidden = !ex;
+    if (ex) btn.title = `Play an example edit: ${ex.what}`;
+  }
 }
 
-// The example edit: a new image, one pair, Start (the server answers each in order).
+// The example edit: a new image, its pairs, Start (the server answers each in order).
 export function playExample() {
-  if (S.running || !S.st || S.st.model !== "toy") return;
-  const k = S.st.height / 32;
-  send({ type: "new", model: "toy", seed: 1, psi: 0.7 });
-  send({ type: "add_point", handle: [12 * k, 13 * k], target: [20 * k, 13 * k] });
+  const ex = exampleFor(S.st);
+  if (S.running || !ex) return;
+  send({ type: "new", model: S.st.model, seed: ex.seed, psi: ex.psi });
+  for (const p of ex.pairs) send({ type: "add_point", handle: p.handle, target: p.target });
   guide.started = true;
   resetMetrics(performance.now());
   send({ type: "start" });
@@ -445,13 +512,15 @@ export function bindControls() {
   for (const inp of optInputs) {
     inp.onchange = () => {
       let v = inp.value;
-      if (inp.tagName === "INPUT") {
+      if (inp.type === "checkbox") v = inp.checked;
+      else if (inp.tagName === "INPUT") {
         const lim = S.st && S.st.option_limits ? S.st.option_limits[inp.dataset.opt] : null;
         const label = (inp.closest("label") && inp.closest("label").firstChild.textContent.trim()) || inp.dataset.opt;
         v = numberFrom(inp, label, !!(lim && lim.optional));
         if (v === null) return;
         if (v === undefined) v = null;  // empty: the engine's default ("auto")
       }
+      if (inp.dataset.opt === "method") renderMethod(v);  // at once; the server's state confirms it
       sendResync({ type: "options", options: { [inp.dataset.opt]: v } });
     };
   }

@@ -5,7 +5,33 @@ import { S, el } from "./state.js";
 
 let k = 0;  // screen pixels per image pixel
 const maskCanvas = document.createElement("canvas");  // W x H tinted mask
-export const drawn = { handles: [], targets: [] };    // what the overlay shows (tests read it)
+export const drawn = { handles: [], targets: [], trails: [] };  // what the overlay shows (tests read it)
+
+// The path drawn for a tracked handle: its positions (integer pixels from the tracker, one per
+// shown frame) without repeats, smoothed by three passes of the [1, 2, 1] / 4 filter with the ends
+// held (each end is mirrored through itself, so the first and last points stay exactly where they
+// were). Display only: the handle's dot, the points list and the engine keep the tracked positions.
+// The filter removes a one-pixel back-and-forth of the tracker (it never adds a turn to a path,
+// as smoothing by a positive bell-shaped kernel cannot); a real detour of several frames stays.
+export function smoothTrail(points, passes = 3) {
+  const raw = [];
+  for (const p of points || []) {
+    const q = raw[raw.length - 1];
+    if (!q || q[0] !== p[0] || q[1] !== p[1]) raw.push([+p[0], +p[1]]);
+  }
+  if (raw.length < 3) return raw;
+  let cur = raw;
+  for (let k = 0; k < passes; k++) {
+    const n = cur.length, next = new Array(n);
+    next[0] = cur[0].slice();
+    next[n - 1] = cur[n - 1].slice();
+    for (let i = 1; i < n - 1; i++) {
+      next[i] = [(cur[i - 1][0] + 2 * cur[i][0] + cur[i + 1][0]) / 4, (cur[i - 1][1] + 2 * cur[i][1] + cur[i + 1][1]) / 4];
+    }
+    cur = next;
+  }
+  return cur;
+}
 
 // The image size changed (a new model): resize the mask canvas and the stage.
 export function setImageSize(W, H) {
@@ -75,14 +101,18 @@ export function draw() {
     target: S.dragging && S.dragging.i === i && S.dragging.which === "target" ? S.dragging.xy : p.target,
   }));
   const scale = markerScale();
-  if (S.trail.length) {  // paths of the tracked handles, while a drag runs and after it
+  drawn.trails = [];
+  if (S.trail.length) {  // paths of the tracked handles (smoothed for display), while a drag runs and after it
     ctx.lineWidth = 2 * scale;
     ctx.strokeStyle = "rgba(255,255,255,.55)";
     ctx.setLineDash([3 * scale, 3 * scale]);
+    ctx.lineJoin = "round";
     for (const tr of S.trail) {
-      if (!tr || tr.length < 2) continue;
+      const path = smoothTrail(tr);
+      drawn.trails.push(path);
+      if (path.length < 2) continue;
       ctx.beginPath();
-      tr.forEach((p, j) => { const [x, y] = toScreen(p); j ? ctx.lineTo(x, y) : ctx.moveTo(x, y); });
+      path.forEach((p, j) => { const [x, y] = toScreen(p); j ? ctx.lineTo(x, y) : ctx.moveTo(x, y); });
       ctx.stroke();
     }
     ctx.setLineDash([]);
