@@ -8,7 +8,7 @@ and the web app).  The bounds are:
 * each option's type and range (:data:`OPTION_RANGES`), narrowed for a
   given generator by :func:`option_limits` (radii at most half the image's
   larger side - a larger disk or search window covers nothing more -,
-  layers at most ``num_ws``, the feature map one the network has:
+  the feature map one the network has:
   ``feature_block`` a StyleGAN2 block resolution, ``feature_layer`` a
   StyleGAN3 synthesis layer, each only on its own kind of network,
   :func:`feature_choice`).  The web app sends :func:`option_limits` to the
@@ -100,7 +100,7 @@ MAX_STEP_SAMPLES = 2**25
 
 #: Each option's kind and static range.  Kinds: ``float``, ``int``,
 #: ``*_or_none`` (None = the engine's default for the model) and
-#: ``choice``.  Model-dependent bounds (radii, layers, feature block) are
+#: ``choice``.  Model-dependent bounds (radii, feature block) are
 #: checked by :meth:`DragOptions.validate` given the generator.
 OPTION_RANGES: dict[str, tuple] = {
     "lr": ("float", 1e-5, 1.0),
@@ -246,9 +246,9 @@ def _image_side(G: Any) -> tuple[int, str]:
 def option_limits(G: Any | None = None) -> dict[str, OptionLimit]:
     """What each option may be: :data:`OPTION_RANGES`, narrowed for generator ``G`` when given.
 
-    With ``G``: ``r1`` and ``r2`` at most half the image's larger side,
-    ``layers`` at most ``G.num_ws``, on a StyleGAN2 ``feature_block`` one of
-    ``G.synthesis.block_resolutions`` (and no ``feature_layer``), on a
+    With ``G``: ``r1`` and ``r2`` at most half the image's larger side, on
+    a StyleGAN2 ``feature_block`` one of ``G.synthesis.block_resolutions``
+    (and no ``feature_layer``), on a
     StyleGAN3 ``feature_layer`` one of its synthesis layers (and no
     ``feature_block``).  :meth:`DragOptions.validate` checks these (the
     feature map through :func:`feature_choice`), and the web app shows them.
@@ -269,7 +269,6 @@ def option_limits(G: Any | None = None) -> dict[str, OptionLimit]:
     out["freedrag_step"] = dataclasses.replace(out["freedrag_step"], hi=min(out["freedrag_step"].hi, side / 2),
                                                why=f" px ({half})")
     out["r2"] = dataclasses.replace(out["r2"], hi=min(out["r2"].hi, side // 2), why=f" px ({half})")
-    out["layers"] = dataclasses.replace(out["layers"], hi=min(out["layers"].hi, int(G.num_ws)), why=" for this model")
     if is_stylegan3(G):
         n = int(G.synthesis.num_layers)  # layers 0 .. n - 1; n is ToRGB
         out["feature_layer"] = OptionLimit("int", True, choices=tuple(range(n)), why=" for this model")
@@ -484,7 +483,9 @@ class DragOptions:
             both values is set; None = :func:`auto_lambda_mask`).
         space: ``'w+'`` (one code per layer) or ``'w'`` (one shared code).
         layers: how many of the first codes are optimised; the others are
-            held at their values from the start of the drag.
+            held at their values from the start of the drag.  A value above
+            the model's ``num_ws`` (the default 6 on a small model) means
+            every code: :meth:`resolved` clamps it to ``num_ws``.
         tracking: ``'l1'`` (paper) or ``'l2'`` (authors' code).
         feature_block: StyleGAN2: block resolution whose output is the
             feature map (None = :func:`auto_feature_block`).
@@ -594,7 +595,7 @@ class DragOptions:
             r2=int(self.r2) if self.r2 is not None else auto_r2(H),
             lambda_mask=float(self.lambda_mask) if self.lambda_mask is not None else auto_lambda_mask(H),
             space=self.space,
-            layers=int(self.layers),
+            layers=min(int(self.layers), int(G.num_ws)),
             tracking=self.tracking,
             feature_block=index if kind == "block" else None,
             feature_layer=index if kind == "layer" else None,

@@ -115,6 +115,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         EvalFailed: edits that still failed after ``retries`` (the report is written first).
     """
     from .. import __version__
+    from ..drag.options import image_size
     from ..models import load_model, resolve_model
 
     suite = get_suite(cfg.suite)
@@ -127,6 +128,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     model = cfg.model or suite.default_model
     path = resolve_model(model)
     G = load_model(path)
+    height, width = image_size(G)
     variants = [v.to_dict() for v in build_variants(G, cfg.presets, cfg.sweeps, cfg.base, cfg.engines)]
     max_steps = int(cfg.max_steps if cfg.max_steps is not None else suite.default_max_steps)
     if max_steps < 0:
@@ -159,7 +161,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             procs[k] = max(procs.get(k, 0), int(w["model_loads"]))
     meta = {
         "suite": suite.name, "command": cfg.command, "created": R.now_utc(), "dragkit": __version__,
-        "model": {"name": str(model), "path": str(path), "resolution": int(G.img_resolution), "sha256": sha},
+        "model": {"name": str(model), "path": str(path), "resolution": int(G.img_resolution), "width": width,
+                  "height": height, "sha256": sha},
         "config": {"n": cfg.n, "max_steps": max_steps, "threads": cfg.threads, "device": cfg.device,
                    "params": cfg.params},
         "runner": {"mode": stats.mode, "workers": stats.workers, "ray": cfg.ray, "jobs": stats.total,

@@ -18,6 +18,17 @@ them on, which makes its backward pass slower still), and the radii, norm,
 learning rate and stop distance are whatever the :class:`DragOptions` say
 (the authors' constants are the ``authors-code`` variant of ``dragkit eval``).
 
+Every model family, as the authors' code would run it: images are ``H x W``
+(StyleGAN-Human's ``H x H/2`` included; the map is resized to ``[H, W]``,
+the disk's grid and the search window's bounds are per axis).  On a
+StyleGAN3 generator the feature map is the output of synthesis layer
+``feature_layer`` (the authors' ``feature_idx``), and - as in their code -
+the *whole* map, margin included, is resized to the image (docs/drag.md,
+*What the authors' code does instead*: features stretched away from the
+centre by ``S / s``), where dragkit's engine places the layer with its
+margin outside the image.  The two engines therefore agree on StyleGAN2
+models only.
+
 ``benchmarks/bench_drag.py`` times it against :class:`dragkit.DragSession`;
 ``dragkit eval --engine authors`` scores it on the same edits.
 """
@@ -29,6 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..drag.options import image_size
+
 
 __all__ = ["AuthorsLoop"]
 
@@ -37,7 +50,8 @@ class AuthorsLoop:
     """The authors' drag step (see the module docstring).
 
     Args:
-        G: a :class:`dragkit.nets.Generator`.
+        G: a :class:`dragkit.nets.Generator` (square or ``H x H/2``) or a
+            :class:`dragkit.nets.StyleGAN3Generator`.
         ws0: ``(1, num_ws, w_dim)`` starting W+ codes.
         points, targets: handles and targets, ``[x, y]`` pixels.
         opts: *resolved* :class:`dragkit.drag.session.DragOptions`
@@ -60,7 +74,10 @@ class AuthorsLoop:
         # the authors keep points as [y, x]
         self.points = [[float(p[1]), float(p[0])] for p in points]
         self.targets = [[float(t[1]), float(t[0])] for t in targets]
-        self.r1, self.r2, self.res = opts.r1, opts.r2, opts.feature_block
+        self.r1, self.r2 = opts.r1, opts.r2
+        # a StyleGAN2 block resolution, or a StyleGAN3 layer (resolved: exactly one is set)
+        self.block, self.layer = opts.feature_block, opts.feature_layer
+        self.img_h, self.img_w = image_size(G)
         self.l2 = opts.tracking == "l2"
         self.noise_mode = opts.noise_mode
         dev = ws0.device
@@ -74,13 +91,13 @@ class AuthorsLoop:
         return torch.cat([w, self.w0[:, self.k:]], dim=1)
 
     def _features(self):
-        G, h = self.G, self.G.img_resolution
-        img, feats = G.synthesis.run(self._ws(), noise_mode=self.noise_mode, feature_blocks=[self.res],
-                                     return_image=True)
-        feat = feats[self.res]
-        feat_resize = F.interpolate(feat, [h, h], mode="bilinear", align_corners=False)
+        G, h, w = self.G, self.img_h, self.img_w
+        which = {"feature_layers": [self.layer]} if self.layer is not None else {"feature_blocks": [self.block]}
+        img, feats = G.synthesis.run(self._ws(), noise_mode=self.noise_mode, return_image=True, **which)
+        feat = feats[self.layer if self.layer is not None else self.block]
+        feat_resize = F.interpolate(feat, [h, w], mode="bilinear", align_corners=False)
         if self.feat_refs is None:
-            self.feat0_resize = F.interpolate(feat.detach(), [h, h], mode="bilinear", align_corners=False)
+            self.feat0_resize = F.interpolate(feat.detach(), [h, w], mode="bilinear", align_corners=False)
             self.feat_refs = []
             for point in self.points:
                 py, px = round(point[0]), round(point[1])
@@ -88,7 +105,7 @@ class AuthorsLoop:
         return feat_resize
 
     def _track(self, feat_resize: torch.Tensor) -> None:
-        h = w = self.G.img_resolution
+        h, w = self.img_h, self.img_w
         assert self.feat_refs is not None
         with torch.no_grad():
             for j, point in enumerate(self.points):
@@ -106,7 +123,7 @@ class AuthorsLoop:
 
     def step(self) -> bool:
         """Track, test the stop rule, and (unless it is met) one Adam step. Returns True when stopped."""
-        h = w = self.G.img_resolution
+        h, w = self.img_h, self.img_w
         dev = self.w0.device
         feat_resize = self._features()
         self._track(feat_resize)

@@ -3,7 +3,9 @@
 ``report.json`` keys (format ``dragkit-eval-report``, version 1):
 
 * ``suite``, ``command``, ``created`` (UTC), ``dragkit``;
-* ``model``: ``name``, ``path``, ``resolution``, ``sha256`` (of its files);
+* ``model``: ``name``, ``path``, ``resolution`` (``H``), ``width`` and
+  ``height`` of its images (``W x H``: StyleGAN-Human's are ``H/2 x H``),
+  ``sha256`` (of its files);
 * ``config``: ``n``, ``max_steps``, ``threads``, ``device``, ``params`` (the suite's);
 * ``runner``: ``mode`` (sequential / local / ray), ``workers``, ``jobs``,
   ``resumed`` (results found in ``results.jsonl``), ``retried`` and
@@ -128,6 +130,26 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower() or "x"
 
 
+def _size_text(model: dict[str, Any]) -> str:
+    """``128 px`` for a square model, ``256x512 px (width x height)`` otherwise (older reports: the resolution)."""
+    h, w = model.get("height", model["resolution"]), model.get("width", model["resolution"])
+    return f"{h} px" if h == w else f"{w}x{h} px (width x height)"
+
+
+def _save_plot(plt: Any, fig: Any, ax: Any, path: Path, title: str, xlabel: str, ylabel: str, legend: str) -> str:
+    """Label, lay out and write one plot (atomically); returns its file name."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc=legend)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path.name
+
+
 def _plots(suite: Any, report: dict[str, Any], by: dict[tuple, list[dict]], out: Path) -> list[str]:
     try:
         import matplotlib
@@ -156,17 +178,9 @@ def _plots(suite: Any, report: dict[str, Any], by: dict[tuple, list[dict]], out:
                 b = np.sort(np.asarray(base, dtype=np.float64))
                 ax.step(b, np.arange(1, len(b) + 1) / len(recs), where="post", ls="--", lw=0.9,
                         color=line.get_color(), label=f"{name}: no edit")
-    ax.set_xlabel(what)
-    ax.set_ylabel("share of edits at or below")
     ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="lower right")
-    ax.set_title(f"{report['suite']}: error distribution", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(out / "error_cdf.png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    files.append("error_cdf.png")
+    files.append(_save_plot(plt, fig, ax, out / "error_cdf.png", f"{report['suite']}: error distribution",
+                            what, "share of edits at or below", "lower right"))
     # engine's handle distance vs step: median and quartiles over edits (a finished edit keeps its last value)
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=90)
     for name, recs in series:
@@ -178,22 +192,16 @@ def _plots(suite: Any, report: dict[str, Any], by: dict[tuple, list[dict]], out:
         med = np.median(a, axis=0)
         ax.plot(np.arange(L), med, label=name, lw=1.2)
         ax.fill_between(np.arange(L), np.percentile(a, 25, axis=0), np.percentile(a, 75, axis=0), alpha=0.12)
-    ax.set_xlabel("step")
-    ax.set_ylabel("mean handle-target distance (px)")
     ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="upper right")
-    ax.set_title(f"{report['suite']}: tracked distance vs step (median, quartiles)", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(out / "distance_vs_step.png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    files.append("distance_vs_step.png")
+    files.append(_save_plot(plt, fig, ax, out / "distance_vs_step.png",
+                            f"{report['suite']}: tracked distance vs step (median, quartiles)", "step",
+                            "mean handle-target distance (px)", "upper right"))
     return files
 
 
 def _strips(suite: Any, by: dict[tuple, list[dict]], out: Path, count: int) -> list[str]:
-    """One PNG per (variant, group): columns = examples; rows = before, after, [target]."""
+    """One PNG per (variant, group): columns = examples; rows = before, after, [target]; each cell the
+    image (``W x H``) scaled by a whole factor to about 128 px high."""
     from PIL import Image
 
     from ..drag.render import annotate
@@ -205,21 +213,21 @@ def _strips(suite: Any, by: dict[tuple, list[dict]], out: Path, count: int) -> l
             continue
         rows = ["before", "after"] + (["target"] if "target" in recs[0]["images"] else [])
         first = M.from_png_b64(recs[0]["images"]["before"])
-        h0 = first.size[1]
+        w0, h0 = first.size  # W x H cells: a non-square model's images keep their shape
         scale = max(1, 128 // h0)
-        cell = h0 * scale
+        cw, ch = w0 * scale, h0 * scale
         pad = 2
-        strip = Image.new("RGB", (len(recs) * (cell + pad) + pad, len(rows) * (cell + pad) + pad), (255, 255, 255))
+        strip = Image.new("RGB", (len(recs) * (cw + pad) + pad, len(rows) * (ch + pad) + pad), (255, 255, 255))
         for c, r in enumerate(recs):
             handles, targets, finals = suite.strip_points(r)
             for k, row in enumerate(rows):
-                img = M.from_png_b64(r["images"][row]).resize((cell, cell), Image.NEAREST)
+                img = M.from_png_b64(r["images"][row]).resize((cw, ch), Image.NEAREST)
                 s = lambda pts: [[(x + 0.5) * scale - 0.5, (y + 0.5) * scale - 0.5] for x, y in pts]  # noqa: E731
                 if row == "before":
                     img = annotate(img, s(handles), s(targets))
                 elif row == "after":
                     img = annotate(img, s(finals), s(targets))
-                strip.paste(img, (pad + c * (cell + pad), pad + k * (cell + pad)))
+                strip.paste(img, (pad + c * (cw + pad), pad + k * (ch + pad)))
         name = f"strip_{_slug(label)}_{_slug(_group_label(json.loads(gkey)))}.png"
         with atomic_path(out / name) as tmp:
             strip.save(tmp, format="PNG", optimize=True)
@@ -236,7 +244,7 @@ def write_report(suite: Any, report: dict[str, Any], by: dict[tuple, list[dict]]
     r = report
     md = [f"# dragkit eval {r['suite']}", "",
           f"`{r['command']}`", "",
-          f"Model `{r['model']['name']}` ({r['model']['resolution']} px, sha256 {r['model']['sha256'][:12]}), "
+          f"Model `{r['model']['name']}` ({_size_text(r['model'])}, sha256 {r['model']['sha256'][:12]}), "
           f"{r['config']['n']} problems, at most {r['config']['max_steps']} steps, device {r['config']['device']}, "
           f"{r['config']['threads']} torch thread(s) per worker. Run: {r['runner']['mode']}, "
           f"{r['runner']['workers']} worker(s), {r['runner']['jobs']} edits ({r['runner']['resumed']} resumed from "

@@ -23,60 +23,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .generator import FullyConnectedLayer
-from .ops import bias_act, setup_filter, upfirdn2d
+from .generator import Conv2dLayer, FullyConnectedLayer
 
 __all__ = ["Discriminator", "minibatch_std"]
 
 
-class DiscConv2dLayer(nn.Module):
-    """Equalised-lr convolution with optional 2x FIR downsampling.
-
-    Matches NVIDIA's ``Conv2dLayer(down=2)``: for a k x k kernel the input is
-    padded and blurred with the FIR filter, then convolved with stride 2; a
-    1 x 1 kernel blurs and subsamples first, then convolves.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        bias: bool = True,
-        activation: str = "linear",
-        down: int = 1,
-        conv_clamp: float | None = None,
-    ) -> None:
-        super().__init__()
-        self.activation = activation
-        self.down = down
-        self.conv_clamp = conv_clamp
-        self.kernel_size = kernel_size
-        self.register_buffer("resample_filter", setup_filter((1, 3, 3, 1)), persistent=False)
-        self.padding = kernel_size // 2
-        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
-        self.act_gain = math.sqrt(2) if activation == "lrelu" else 1.0
-        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
-        self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
-
-    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        """``(N, C_in, H, W)`` -> ``(N, C_out, H / down, W / down)``."""
-        w = (self.weight * self.weight_gain).to(x.dtype)
-        if self.down == 1:
-            x = torch.nn.functional.conv2d(x, w, padding=self.padding)
-        else:
-            f = self.resample_filter
-            fk, d, p = f.shape[0], self.down, self.padding
-            p0 = p + (fk - d + 1) // 2
-            p1 = p + (fk - d) // 2
-            if self.kernel_size == 1:
-                x = upfirdn2d(x, f, down=d, padding=(p0, p1, p0, p1))
-                x = torch.nn.functional.conv2d(x, w)
-            else:
-                x = upfirdn2d(x, f, padding=(p0, p1, p0, p1))
-                x = torch.nn.functional.conv2d(x, w, stride=d)
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
+def _disc_conv(in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
+               activation: str = "linear", down: int = 1, conv_clamp: float | None = None) -> Conv2dLayer:
+    """A discriminator layer: :class:`~dragkit.nets.generator.Conv2dLayer` with the FIR
+    ``[1, 3, 3, 1]`` for downsampling, the filter not part of the state dict."""
+    return Conv2dLayer(in_channels, out_channels, kernel_size, bias=bias, activation=activation, down=down,
+                       conv_clamp=conv_clamp, filter_in_state_dict=False)
 
 
 class DiscriminatorBlock(nn.Module):
@@ -89,12 +46,12 @@ class DiscriminatorBlock(nn.Module):
         super().__init__()
         self.in_channels = in_channels
         if in_channels == 0:
-            self.fromrgb = DiscConv2dLayer(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp)
-        self.conv0 = DiscConv2dLayer(tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
-        self.conv1 = DiscConv2dLayer(
+            self.fromrgb = _disc_conv(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp)
+        self.conv0 = _disc_conv(tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
+        self.conv1 = _disc_conv(
             tmp_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp
         )
-        self.skip = DiscConv2dLayer(tmp_channels, out_channels, 1, bias=False, down=2)
+        self.skip = _disc_conv(tmp_channels, out_channels, 1, bias=False, down=2)
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor) -> torch.Tensor:
         if self.in_channels == 0:
@@ -137,7 +94,7 @@ class DiscriminatorEpilogue(nn.Module):
         super().__init__()
         self.mbstd_group_size = mbstd_group_size
         self.mbstd_num_channels = mbstd_num_channels
-        self.conv = DiscConv2dLayer(
+        self.conv = _disc_conv(
             in_channels + mbstd_num_channels, in_channels, 3, activation="lrelu", conv_clamp=conv_clamp
         )
         self.fc = FullyConnectedLayer(in_channels * resolution**2, in_channels, activation="lrelu")

@@ -98,7 +98,12 @@ class FullyConnectedLayer(nn.Module):
 
 
 class Conv2dLayer(nn.Module):
-    """Equalised-learning-rate convolution (used for the resnet skip path)."""
+    """Equalised-learning-rate convolution with optional 2x FIR up- or downsampling (NVIDIA's
+    ``Conv2dLayer``): the synthesis network's resnet skip path and every discriminator layer.
+
+    ``filter_in_state_dict``: the ``resample_filter`` buffer is saved with the weights (the
+    generator, as NVIDIA's state dicts hold it) or not (dragkit's discriminator files).
+    """
 
     def __init__(
         self,
@@ -110,12 +115,16 @@ class Conv2dLayer(nn.Module):
         up: int = 1,
         resample_filter: Iterable[float] = (1, 3, 3, 1),
         conv_clamp: float | None = None,
+        down: int = 1,
+        filter_in_state_dict: bool = True,
     ) -> None:
         super().__init__()
         self.activation = activation
         self.up = up
+        self.down = down
         self.conv_clamp = conv_clamp
-        self.register_buffer("resample_filter", setup_filter(tuple(resample_filter)))
+        self.register_buffer("resample_filter", setup_filter(tuple(resample_filter)),
+                             persistent=filter_in_state_dict)
         self.padding = kernel_size // 2
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
@@ -123,7 +132,8 @@ class Conv2dLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         w = self.weight * self.weight_gain
-        x = conv2d_resample(x, w.to(x.dtype), f=self.resample_filter, up=self.up, padding=self.padding)
+        x = conv2d_resample(x, w.to(x.dtype), f=self.resample_filter, up=self.up, padding=self.padding,
+                            down=self.down)
         act_gain = (math.sqrt(2) if self.activation == "lrelu" else 1.0) * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias, act=self.activation, gain=act_gain, clamp=act_clamp)

@@ -112,19 +112,35 @@ def conv2d_resample(
     up: int = 1,
     padding: int = 0,
     groups: int = 1,
+    down: int = 1,
 ) -> torch.Tensor:
-    """2-D convolution with optional 2x FIR upsampling, as NVIDIA's op.
+    """2-D convolution with optional 2x FIR upsampling or downsampling, as NVIDIA's op.
 
     Args:
         x: ``(N, C_in, H, W)``.
         w: ``(C_out, C_in / groups, k, k)``.
-        f: FIR filter for upsampling (required when ``up > 1``).
+        f: FIR filter for resampling (required when ``up > 1`` or ``down > 1``).
         up: 1 or 2.
         padding: symmetric padding of the convolution.
+        down: 1 or 2 (not with ``up``): the input is padded and blurred with
+            ``f``, then convolved with stride ``down``; a 1 x 1 kernel blurs
+            and subsamples first, then convolves.
 
     Returns:
-        ``(N, C_out, H*up, W*up)`` for odd ``k`` and ``padding = k // 2``.
+        ``(N, C_out, H*up, W*up)`` (or ``H/down, W/down``) for odd ``k`` and ``padding = k // 2``.
     """
+    if down > 1:
+        if up > 1:
+            raise ValueError("conv2d_resample: up and down at once")
+        assert f is not None
+        fk, kw = f.shape[0], w.shape[-1]
+        p0 = padding + (fk - down + 1) // 2
+        p1 = padding + (fk - down) // 2
+        if kw == 1:
+            x = upfirdn2d(x, f, down=down, padding=(p0, p1, p0, p1))
+            return F.conv2d(x, w, groups=groups)
+        x = upfirdn2d(x, f, padding=(p0, p1, p0, p1))
+        return F.conv2d(x, w, stride=down, groups=groups)
     if up == 1:
         return F.conv2d(x, w, padding=padding, groups=groups)
     assert f is not None

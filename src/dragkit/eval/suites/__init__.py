@@ -18,6 +18,11 @@ the scores per group.  Interface (each module's ``SUITE``):
 * ``error_values(results)`` / ``baseline_values(results)`` - the plotted error, with and without the edit;
 * ``strip_points(result)`` - handles, targets and final points drawn on the strips;
 * ``paper`` - the paper's figures where the protocol matches (or None).
+
+:mod:`.common` holds what they share: :class:`~.common.SuiteBase` (the
+interface's defaults), :func:`~.common.record` (a result's drag fields,
+timing and trace) and :func:`~.common.aggregate_drag` (a group's drag
+figures and timing).
 """
 from __future__ import annotations
 

@@ -32,9 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...drag.options import image_size
 from ...errors import SpecError
 from .. import metrics as M
 from ..engines import run_drag
+from .common import DRAG_METRIC_DOCS, SuiteBase, aggregate_drag, record
 
 NAME = "landmarks"
 
@@ -62,7 +64,8 @@ def make_problem(G: Any, fm: Any, params: dict[str, Any], index: int) -> dict[st
     from ...utils import tensor_to_uint8
 
     dev = next(G.parameters()).device
-    H = int(G.img_resolution)
+    H, W = image_size(G)
+    top = np.array([W - 1, H - 1], dtype=np.float64)
     for attempt in range(params["max_attempts"]):
         s1 = int(params["first_seed"]) + 1000 * int(index) + 2 * attempt
         s2 = s1 + 1
@@ -73,8 +76,8 @@ def make_problem(G: Any, fm: Any, params: dict[str, Any], index: int) -> dict[st
         r1, r2 = _detect(fm, i1), _detect(fm, i2)
         if r1 is None or r2 is None:
             continue
-        l1 = np.clip(fm.landmarks(i1, r1), 0, H - 1)
-        l2 = np.clip(fm.landmarks(i2, r2), 0, H - 1)
+        l1 = np.clip(fm.landmarks(i1, r1), 0, top)  # [x, y] inside the W x H image
+        l2 = np.clip(fm.landmarks(i2, r2), 0, top)
         return {"seed": s1, "other_seed": s2, "attempts": attempt + 1, "box1": _box(r1), "box2": _box(r2),
                 "landmarks1": l1.tolist(), "landmarks2": l2.tolist(), "_w1": w1, "_i1": i1, "_i2": i2, "_r1": r1,
                 "_r2": r2}
@@ -90,7 +93,7 @@ def subset(index: int, count: int, first_seed: int) -> list[int]:
     return sorted(int(i) for i in rng.choice(68, size=count, replace=False))
 
 
-class LandmarksSuite:
+class LandmarksSuite(SuiteBase):
     name = NAME
     default_model = "faces128"
     default_max_steps = 300
@@ -100,15 +103,13 @@ class LandmarksSuite:
         ("lost_face", "face lost", "d"), ("fd", "FD (dlib)", ".3f"), ("fd_targets", "FD faces 1 vs 2", ".3f"),
         ("reached", "reached", ".0%"), ("steps_mean", "steps", ".1f"),
     ]
-    timing_columns = [("seconds_per_edit", "s/edit", ".2f"), ("seconds_per_step", "ms/step", "ms")]
     metric_docs = {
         "n": "edits", "md": "mean distance (px) of the re-detected dragged landmarks to their targets",
         "md_noedit": "the same for the unedited face 1", "md_512": "md x 512 / H", "md_noedit_512": "md_noedit x 512 / H",
         "lost_face": "edited faces the detector no longer found (landmarks read in face 1's box)",
         "fd": "Frechet distance between dlib descriptors of edited faces and original faces 1 (realism proxy)",
         "fd_targets": "Frechet distance between dlib descriptors of faces 1 and faces 2 (scale of another face)",
-        "reached": "share of edits whose tracked handles met the stop rule", "steps_mean": "mean optimisation steps",
-        "seconds_per_edit": "mean seconds per edit", "seconds_per_step": "mean seconds per step",
+        **DRAG_METRIC_DOCS,
     }
     paper = {
         "caption": "Paper, Table 1 (FFHQ StyleGAN2 at 512 px, one RTX 3090; MD in px at 512 px; FID with Inception, "
@@ -165,39 +166,24 @@ class LandmarksSuite:
         d_target = fm.descriptor_of(i2, r2)
         prob.pop("landmarks1"), prob.pop("landmarks2")
         prob.update({"indices": idx, "handles": handles, "targets": targets})
-        res = {
-            "problem": prob,
-            "metrics": {
-                "md": round(md, 6), "md_noedit": round(md0, 6), "md_512": round(md * 512 / H, 6),
-                "md_noedit_512": round(md0 * 512 / H, 6), "lost_face": lost,
-                "landmarks_after": np.round(la[idx], 3).tolist(),
-                "reached": out.reached, "steps": out.steps, "handle_px": round(float(np.mean(out.distances)), 6),
-                "final_handles": [[round(float(v), 4) for v in h] for h in out.handles],
-                "desc_orig": np.round(d_orig, 7).tolist(), "desc_edit": np.round(d_edit, 7).tolist(),
-                "desc_target": np.round(d_target, 7).tolist(),
-            },
-            "timing": {"seconds": out.seconds, "seconds_per_step": out.seconds / max(out.steps, 1)},
-            "trace": [round(x, 4) for x in out.trace],
+        scores = {
+            "md": round(md, 6), "md_noedit": round(md0, 6), "md_512": round(md * 512 / H, 6),
+            "md_noedit_512": round(md0 * 512 / H, 6), "lost_face": lost,
+            "landmarks_after": np.round(la[idx], 3).tolist(),
+            "desc_orig": np.round(d_orig, 7).tolist(), "desc_edit": np.round(d_edit, 7).tolist(),
+            "desc_target": np.round(d_target, 7).tolist(),
         }
-        if images:
-            res["images"] = {"before": M.png_b64(i1), "after": M.png_b64(after), "target": M.png_b64(i2)}
-        return res
+        return record(prob, scores, out, {"before": i1, "after": after, "target": i2} if images else None)
 
     @staticmethod
     def aggregate(results: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
         ms = [r["metrics"] for r in results]
-        metrics = {
-            "n": len(ms), "md": M.mean(m["md"] for m in ms), "md_noedit": M.mean(m["md_noedit"] for m in ms),
+        metrics, timing = aggregate_drag(results, {
+            "md": M.mean(m["md"] for m in ms), "md_noedit": M.mean(m["md_noedit"] for m in ms),
             "md_512": M.mean(m["md_512"] for m in ms), "md_noedit_512": M.mean(m["md_noedit_512"] for m in ms),
             "lost_face": sum(m["lost_face"] for m in ms),
-            "reached": M.share([m["reached"] for m in ms]), "steps_mean": M.mean(m["steps"] for m in ms),
-            "handle_px": M.mean(m["handle_px"] for m in ms),
-        }
+        })
         metrics.update(LandmarksSuite.set_metrics(results))
-        timing = {
-            "seconds_per_edit": M.mean(r["timing"]["seconds"] for r in results),
-            "seconds_per_step": M.mean(r["timing"]["seconds_per_step"] for r in results),
-        }
         return metrics, timing
 
     @staticmethod

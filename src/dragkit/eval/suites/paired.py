@@ -1,8 +1,9 @@
 """``paired``: the paper's paired image reconstruction (Pan et al. 2023, Sec. 4.2).
 
 Problem ``i``: ``w1`` = W+ codes of seed ``s1`` (psi 0.7).  **The
-perturbation**: ``w2`` = ``w1`` with its first ``L = min(6, num_ws)`` codes
-(the ones a default drag optimises, so ``I2`` is reachable) moved a
+perturbation**: ``w2`` = ``w1`` with its first ``L`` codes (the ones a
+default drag optimises, ``DragOptions().resolved(G).layers`` = ``min(6,
+num_ws)``, so ``I2`` is reachable) moved a
 fraction ``perturb`` (default 0.3) of the way towards those of another
 sample ``s2`` (psi 0.7): ``w2[:L] = w1[:L] + perturb * (w_s2[:L] - w1[:L])``;
 the other codes are unchanged.  ``I1 = G(w1)``, ``I2 = G(w2)``.
@@ -18,6 +19,9 @@ the result R is compared with I2: ``MSE x 1e2`` (RGB in [0, 1], the paper's
 unit) and SSIM (11 x 11 Gaussian window), next to the no-edit baseline
 (I1 against I2).  LPIPS, the paper's second score, needs network weights
 that are not available here.
+
+Any generator: square or ``H x W`` StyleGAN2 (StyleGAN-Human's ``H x H/2``:
+the flow, the pairs and the scores are per axis), StyleGAN3.
 """
 from __future__ import annotations
 
@@ -27,9 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...drag.options import DragOptions
 from ...errors import DragkitError, SpecError
 from .. import metrics as M
 from ..engines import run_drag
+from .common import DRAG_METRIC_DOCS, SuiteBase, aggregate_drag, record
 
 NAME = "paired"
 
@@ -95,7 +101,7 @@ def make_problem(G: Any, params: dict[str, Any], index: int) -> dict[str, Any]:
     s2 = s1 + 1
     w1 = G.ws_from_seed(s1, psi=params["psi"]).to(dev)
     wo = G.ws_from_seed(s2, psi=params["psi"]).to(dev)
-    L = min(6, int(G.num_ws))
+    L = DragOptions().resolved(G).layers
     w2 = w1.clone()
     w2[:, :L] = w1[:, :L] + params["perturb"] * (wo[:, :L] - w1[:, :L])
     with torch.no_grad():
@@ -113,7 +119,7 @@ def make_problem(G: Any, params: dict[str, Any], index: int) -> dict[str, Any]:
             "_w1": w1, "_i1": i1, "_i2": i2}
 
 
-class PairedSuite:
+class PairedSuite(SuiteBase):
     name = NAME
     default_model = "toy"
     default_max_steps = 100
@@ -122,7 +128,6 @@ class PairedSuite:
         ("ssim", "SSIM", ".3f"), ("ssim_noedit", "no edit SSIM", ".3f"), ("better", "MSE below no edit", ".0%"),
         ("flow_px", "flow px", ".2f"), ("reached", "reached", ".0%"), ("steps_mean", "steps", ".1f"),
     ]
-    timing_columns = [("seconds_per_edit", "s/edit", ".2f"), ("seconds_per_step", "ms/step", "ms")]
     metric_docs = {
         "n": "edits",
         "mse": "mean over edits of MSE(result, I2) x 1e2, RGB in [0, 1]",
@@ -130,9 +135,7 @@ class PairedSuite:
         "ssim": "mean SSIM(result, I2)", "ssim_noedit": "mean SSIM(I1, I2)",
         "better": "share of edits whose MSE is below their no-edit MSE",
         "flow_px": "mean length of the sampled flow vectors (px)",
-        "reached": "share of edits whose tracked handles met the stop rule",
-        "steps_mean": "mean optimisation steps", "seconds_per_edit": "mean seconds per edit",
-        "seconds_per_step": "mean seconds per step",
+        **DRAG_METRIC_DOCS,
     }
     paper = {
         "caption": "Paper, Table 2 (StyleGAN2 models of those data sets; MSE x 1e2 and LPIPS x 10; 32 flow pairs, "
@@ -152,14 +155,6 @@ class PairedSuite:
                 "first_seed": int(args.first_seed if args.first_seed is not None else 5000), "psi": float(args.psi)}
 
     @staticmethod
-    def jobs(params: dict[str, Any], n: int) -> list[tuple[int, dict[str, Any]]]:
-        return [(i, {}) for i in range(n)]
-
-    @staticmethod
-    def group(condition: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
-    @staticmethod
     def setup(G: Any, params: dict[str, Any]) -> Any:
         _cv2()
         return None
@@ -175,41 +170,21 @@ class PairedSuite:
                        engine=variant.engine)
         r = tensor_to_uint8(out.image)
         f1, f2, fr = M.to_float_image(i1), M.to_float_image(i2), M.to_float_image(r)
-        res = {
-            "problem": prob,
-            "metrics": {
-                "mse": round(100 * M.mse(fr, f2), 6), "mse_noedit": round(100 * M.mse(f1, f2), 6),
-                "ssim": round(M.ssim(fr, f2), 6), "ssim_noedit": round(M.ssim(f1, f2), 6),
-                "reached": out.reached, "steps": out.steps, "handle_px": round(float(np.mean(out.distances)), 6),
-                "final_handles": [[round(float(v), 4) for v in h] for h in out.handles],
-            },
-            "timing": {"seconds": out.seconds, "seconds_per_step": out.seconds / max(out.steps, 1)},
-            "trace": [round(x, 4) for x in out.trace],
+        scores = {
+            "mse": round(100 * M.mse(fr, f2), 6), "mse_noedit": round(100 * M.mse(f1, f2), 6),
+            "ssim": round(M.ssim(fr, f2), 6), "ssim_noedit": round(M.ssim(f1, f2), 6),
         }
-        if images:
-            res["images"] = {"before": M.png_b64(i1), "after": M.png_b64(r), "target": M.png_b64(i2)}
-        return res
+        return record(prob, scores, out, {"before": i1, "after": r, "target": i2} if images else None)
 
     @staticmethod
     def aggregate(results: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
         ms = [r["metrics"] for r in results]
-        metrics = {
-            "n": len(ms), "mse": M.mean(m["mse"] for m in ms), "mse_noedit": M.mean(m["mse_noedit"] for m in ms),
+        return aggregate_drag(results, {
+            "mse": M.mean(m["mse"] for m in ms), "mse_noedit": M.mean(m["mse_noedit"] for m in ms),
             "ssim": M.mean(m["ssim"] for m in ms), "ssim_noedit": M.mean(m["ssim_noedit"] for m in ms),
             "better": M.share([m["mse"] < m["mse_noedit"] for m in ms]),
             "flow_px": M.mean(r["problem"]["flow_px"] for r in results),
-            "reached": M.share([m["reached"] for m in ms]), "steps_mean": M.mean(m["steps"] for m in ms),
-            "handle_px": M.mean(m["handle_px"] for m in ms),
-        }
-        timing = {
-            "seconds_per_edit": M.mean(r["timing"]["seconds"] for r in results),
-            "seconds_per_step": M.mean(r["timing"]["seconds_per_step"] for r in results),
-        }
-        return metrics, timing
-
-    @staticmethod
-    def set_metrics(results: list[dict[str, Any]]) -> dict[str, Any]:
-        return {}
+        })
 
     @staticmethod
     def error_values(results: list[dict[str, Any]]) -> tuple[str, list[float]]:
@@ -218,11 +193,6 @@ class PairedSuite:
     @staticmethod
     def baseline_values(results: list[dict[str, Any]]) -> list[float]:
         return [r["metrics"]["mse_noedit"] for r in results]
-
-    @staticmethod
-    def strip_points(result: dict[str, Any]) -> tuple[list, list, list]:
-        p = result["problem"]
-        return p["handles"], p["targets"], result["metrics"]["final_handles"]
 
 
 SUITE = PairedSuite()

@@ -41,9 +41,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...drag.options import image_size
 from ...errors import SpecError
 from .. import metrics as M
 from ..engines import run_drag
+from .common import DRAG_METRIC_DOCS, SuiteBase, aggregate_drag, record
 
 NAME = "toy"
 #: Largest change of a dragged object's colour (RGB in [0, 1], Euclidean) that keeps its identity.
@@ -170,7 +172,7 @@ def make_problem(G: Any, params: dict[str, Any], index: int) -> dict[str, Any]:
                     "clean disk-and-bar scene with a feasible drag (is it the toy model, and trained?)")
 
 
-class ToySuite:
+class ToySuite(SuiteBase):
     name = NAME
     default_model = "toy"
     default_max_steps = 200
@@ -203,14 +205,10 @@ class ToySuite:
         "outside_change": "mean absolute change (0-255) of the pixels outside the flexible region (mask on)",
         "clean": "share of final images the oracle reads as a clean scene of the world (one plausible disk, one "
                  "plausible bar, nothing else): the toy world's realism",
-        "reached": "share of drags whose tracked handles met the stop rule",
-        "steps_mean": "mean optimisation steps",
         "steps_to_arrive": "mean steps of the drags that reached",
         "seconds_to_arrive": "mean seconds of the drags that reached",
-        "seconds_per_step": "mean seconds per step",
-        "seconds_per_edit": "mean seconds per drag",
+        **DRAG_METRIC_DOCS,
     }
-    paper = None
 
     @staticmethod
     def params(args: Any) -> dict[str, Any]:
@@ -224,6 +222,15 @@ class ToySuite:
                 "max_attempts": 50}
 
     @staticmethod
+    def setup(G: Any, params: dict[str, Any]) -> Any:
+        """Refuses a non-square model: the toy world and its oracle are square (``SpecError``)."""
+        H, W = image_size(G)
+        if H != W:
+            raise SpecError(f"the toy suite needs a model of the (square) toy world; this one makes {W}x{H} "
+                            "(width x height) images: use the paired suite")
+        return None
+
+    @staticmethod
     def jobs(params: dict[str, Any], n: int) -> list[tuple[int, dict[str, Any]]]:
         masks = {"both": [False, True], "on": [True], "off": [False]}[params["mask"]]
         counts = params["handles"]
@@ -232,10 +239,6 @@ class ToySuite:
     @staticmethod
     def group(condition: dict[str, Any]) -> dict[str, Any]:
         return {"handles": condition["handles"], "mask": condition["mask"]}
-
-    @staticmethod
-    def setup(G: Any, params: dict[str, Any]) -> Any:
-        return None
 
     @staticmethod
     def run(G: Any, state: Any, params: dict[str, Any], index: int, condition: dict[str, Any], variant: Any,
@@ -276,32 +279,22 @@ class ToySuite:
         if masked:
             fixed = ~band
             outside = float(np.abs(after.astype(np.int16) - before.astype(np.int16))[fixed].mean())
-        res = {
-            "problem": prob,
-            "metrics": {
-                "err": None if lost else round(err, 6), "lost": lost, "swapped": swapped,
-                "identity": all(k for k, _ in kept),
-                "color_change": round(max(changes), 6) if changes else None,
-                "still_moved": None if still is None else round(still, 6),
-                "outside_change": None if outside is None else round(outside, 6),
-                "clean": bool(m.ok), "reached": out.reached, "steps": out.steps,
-                "handle_px": round(float(np.mean(out.distances)), 6),
-                "final_handles": [[round(float(v), 4) for v in h] for h in out.handles],
-            },
-            "timing": {"seconds": out.seconds, "seconds_per_step": out.seconds / max(out.steps, 1)},
-            "trace": [round(x, 4) for x in out.trace],
+        scores = {
+            "err": None if lost else round(err, 6), "lost": lost, "swapped": swapped,
+            "identity": all(k for k, _ in kept),
+            "color_change": round(max(changes), 6) if changes else None,
+            "still_moved": None if still is None else round(still, 6),
+            "outside_change": None if outside is None else round(outside, 6),
+            "clean": bool(m.ok),
         }
-        if images:
-            res["images"] = {"before": M.png_b64(before), "after": M.png_b64(after)}
-        return res
+        return record(prob, scores, out, {"before": before, "after": after} if images else None)
 
     @staticmethod
     def aggregate(results: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
         ms = [r["metrics"] for r in results]
         errs = [m["err"] for m in ms]
         reached = [r for r in results if r["metrics"]["reached"]]
-        metrics = {
-            "n": len(ms),
+        return aggregate_drag(results, {
             "err_mean": M.mean(errs), "err_median": M.median(errs),
             "within_1px": M.share([e is not None and e <= 1.0 for e in errs]),
             "within_1_5px": M.share([e is not None and e <= 1.5 for e in errs]),
@@ -313,21 +306,8 @@ class ToySuite:
             "still_moved": M.mean(m["still_moved"] for m in ms),
             "outside_change": M.mean(m["outside_change"] for m in ms),
             "clean": M.share([m["clean"] for m in ms]),
-            "reached": M.share([m["reached"] for m in ms]),
-            "steps_mean": M.mean(m["steps"] for m in ms),
             "steps_to_arrive": M.mean(r["metrics"]["steps"] for r in reached),
-            "handle_px": M.mean(m["handle_px"] for m in ms),
-        }
-        timing = {
-            "seconds_per_edit": M.mean(r["timing"]["seconds"] for r in results),
-            "seconds_to_arrive": M.mean(r["timing"]["seconds"] for r in reached),
-            "seconds_per_step": M.mean(r["timing"]["seconds_per_step"] for r in results),
-        }
-        return metrics, timing
-
-    @staticmethod
-    def set_metrics(results: list[dict[str, Any]]) -> dict[str, Any]:
-        return {}
+        }, {"seconds_to_arrive": M.mean(r["timing"]["seconds"] for r in reached)})
 
     @staticmethod
     def error_values(results: list[dict[str, Any]]) -> tuple[str, list[float]]:
@@ -345,11 +325,6 @@ class ToySuite:
                 lengths.append(math.dist(p["bar"]["center"], p["bar"]["target"]))
             out.append(max(lengths))
         return out
-
-    @staticmethod
-    def strip_points(result: dict[str, Any]) -> tuple[list, list, list]:
-        p = result["problem"]
-        return p["handles"], p["targets"], result["metrics"]["final_handles"]
 
 
 SUITE = ToySuite()
