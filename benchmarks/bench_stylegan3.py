@@ -1,13 +1,14 @@
 """Seconds per drag step on a StyleGAN3-T of realistic widths (random weights), and what a window saves.
 
 A StyleGAN3 drag reads the output of one synthesis layer (``feature_layer``,
-default 5 on the 14-layer configs).  dragkit's drag step computes that layer
-whole (the session asks for no window on a StyleGAN3 layer).  This prints,
-per resolution, side by side in one run:
+default 5 on the 14-layer configs).  Without a mask dragkit's drag step
+computes that layer on the handles' window only (``run_window``).  This
+prints, per resolution, side by side in one run:
 
 * ``step``: seconds of one :meth:`DragSession.step` as the engine runs it
   (one handle, no mask, the model's defaults), the mean of ``--steps``
-  after one warm-up;
+  after one warm-up, and the same step computing the whole layer (the
+  engine before the window);
 * ``full f+b``: the synthesis work of a step - the input and layers
   ``0 .. feature_layer`` forward, and backward from a loss on the box the
   step reads (:func:`dragkit.drag.core.needed_feature_box`);
@@ -71,20 +72,23 @@ def main() -> None:
           flush=True)
     for res in [int(r) for r in args.res.split(",")]:
         G = build(res)
-        s = DragSession(G, seed=0, options=DragOptions())
+        c = res / 2
+        handle = (c - res / 16, c)
+        steps = {}
+        for windowed in (True, False):
+            s = DragSession(G, seed=0, options=DragOptions())
+            s._crop = windowed  # False: the whole layer every step (the engine before the window)
+            s.add_point(handle, (c + res / 16, c))
+            s.step()  # warm-up (and the drag's start: references, optimiser)
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                s.step()
+            steps[windowed] = (time.perf_counter() - t0) / args.steps
         opts = s.options.resolved(G)
         idx = opts.feature_layer
         src = feature_source(G, None, idx)
         lg = G.synthesis.layer_geometry(idx)
-        c = res / 2
-        handle = (c - res / 16, c)
-        s.add_point(handle, (c + res / 16, c))
-        s.step()  # warm-up (and the drag's start: references, optimiser)
-        t0 = time.perf_counter()
-        for _ in range(args.steps):
-            s.step()
-        step = (time.perf_counter() - t0) / args.steps
-        ws0 = s.latent.detach()
+        ws0 = s.latent.detach()  # the whole-layer session's codes after its steps
         box = needed_feature_box(torch.tensor([handle], dtype=torch.float64), opts.r1, opts.r2, None,
                                  geometry=src.geometry)
         x0, y0, x1, y1 = box
@@ -109,7 +113,8 @@ def main() -> None:
         plan = G.synthesis.window_plan(idx, box)
         sides = ", ".join(f"{b[2] - b[0]}" for b in plan)
         print(f"{res} px StyleGAN3-T, feature layer {idx} ({src.name}: {lg.size} x {lg.size}, {lg.channels} ch), "
-              f"r1 {opts.r1:g} px, r2 {opts.r2} px, one handle: step {step:.2f} s (whole layer); "
+              f"r1 {opts.r1:g} px, r2 {opts.r2} px, one handle: step {steps[True]:.2f} s windowed, "
+              f"{steps[False]:.2f} s whole layer ({steps[False] / steps[True]:.1f}x); "
               f"synthesis f+b: full {t_full:.2f} s, window {t_win:.2f} s ({t_full / t_win:.1f}x less; box {box}, "
               f"window sides input..L{idx}: {sides}; max diff {diff:.1e}); whole image {t_img:.2f} s", flush=True)
 

@@ -112,6 +112,30 @@ def test_stylegan3_drags_on_a_layer_placed_by_its_sampling_rate_and_margin(G3):
     assert DragOptions(feature_layer=4).resolved(G3).feature_layer == 4
 
 
+@pytest.mark.parametrize("method", ["draggan", "freedrag"])
+def test_stylegan3_windowed_and_whole_layer_drags_follow_the_same_path(G3, method):
+    """Without a mask a StyleGAN3 step computes the layer on the handles' window only
+    (``run_window``): the same tracked points and codes as the whole layer."""
+    runs, boxes = [], []
+    for crop in (True, False):
+        s = DragSession(G3, seed=1, options=DragOptions(lr=0.02, method=method, feature_layer=4))
+        s._crop = crop
+        s.add_point(handle=(10, 12), target=(16, 14))
+        s.add_point(handle=(22, 20), target=(20, 15))
+        seen = []
+        real = s._features
+        s._features = lambda ws, d, box: (seen.append(box), real(ws, d, box))[1]
+        runs.append(([[(round(p.handle[0], 4), round(p.handle[1], 4)) for p in r.points] for r in s.run(max_steps=8)],
+                     s.latent))
+        boxes.append(seen)
+    assert runs[0][0] == runs[1][0]
+    assert torch.allclose(runs[0][1], runs[1][1], atol=1e-5)
+    size = G3.synthesis.layer_geometry(4).size
+    assert all(b is None for b in boxes[1])
+    windows = [b for b in boxes[0] if b is not None]
+    assert windows and all((b[2] - b[0]) * (b[3] - b[1]) < size * size for b in windows)
+
+
 @pytest.mark.parametrize("model,options,message", [
     ("stylegan3", {"feature_block": 16}, "feature_block is for StyleGAN2 models; .* use feature_layer \\(0..5\\)"),
     ("stylegan3", {"feature_layer": 6}, "feature_layer must be between 0 and 5"),

@@ -199,6 +199,8 @@ def _source_features(
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     if src.kind == "block":
         return block_features(G, ws, src.index, box, noise_mode=noise_mode, compiled=compiled)
+    if box is not None and hasattr(G.synthesis, "window_plan"):  # StyleGAN3: each layer on what its successor reads
+        return G.synthesis.run_window(ws, src.index, box, noise_mode=noise_mode), (box[0], box[1])
     _img, feats = G.synthesis.run(ws, noise_mode=noise_mode, feature_layers=[src.index], return_image=False)
     f = feats[src.index]
     if box is None:

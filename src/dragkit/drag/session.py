@@ -48,6 +48,7 @@ import torch
 from ..errors import DragkitError, SpecError
 from ..threads import tune_threads
 from . import freedrag as fd
+from .adam import LatentAdam
 from .core import (
     confident_templates,
     mask_loss,
@@ -104,7 +105,7 @@ class _Drag:
     src: FeatureSource  # the feature map and its geometry
     w: torch.Tensor  # the optimised codes, (1, k, w_dim) or (1, 1, w_dim)
     held: torch.Tensor  # (1, num_ws - k, w_dim)
-    optim: torch.optim.Optimizer
+    optim: LatentAdam
     refs: torch.Tensor  # (N, C) tracking references f_i
     feat0: torch.Tensor | None  # (1, C, h, w), the whole map, when the mask term is on
     mask: torch.Tensor | None  # (H, W) bool when the mask term is on
@@ -385,9 +386,14 @@ class DragSession:
         return source_features(self.G, ws, d.src, box, noise_mode=d.opts.noise_mode, precision=d.opts.precision,
                                compiled=d.opts.compile)
 
+    def _windows(self, d: _Drag) -> bool:
+        """Whether a step without a mask computes the map on the handles' window only: a StyleGAN2
+        block, or a StyleGAN3 layer (``run_window``; exact, ``tests/test_stylegan3_window.py``)."""
+        return self._crop and (d.src.kind == "block" or hasattr(self.G.synthesis, "window_plan"))
+
     def _box(self, d: _Drag, handles: torch.Tensor, r1: float) -> tuple[int, int, int, int] | None:
-        """The map box a step reads (None = the whole map: a mask is on, cropping is off, or a StyleGAN3 layer)."""
-        if d.mask is not None or not self._crop or d.src.kind != "block":
+        """The map box a step reads (None = the whole map: a mask is on, or cropping is off)."""
+        if d.mask is not None or not self._windows(d):
             return None
         return needed_feature_box(handles, r1, d.opts.r2, None, geometry=d.src.geometry)
 
@@ -432,7 +438,7 @@ class DragSession:
                                             fd.expected_loss(opts.freedrag_loss, feat0))
         mask_on = self._mask_active()
         self._drag = _Drag(
-            opts=opts, src=src, w=w, held=held, optim=torch.optim.Adam([w], lr=opts.lr), refs=refs,
+            opts=opts, src=src, w=w, held=held, optim=LatentAdam(w, lr=opts.lr), refs=refs,
             feat0=feat0 if mask_on else None,
             mask=torch.from_numpy(self._mask).to(self.device) if mask_on else None,
             before=self._snapshot(), origins=[p.handle for p in self._points],
@@ -528,7 +534,7 @@ class DragSession:
             d.tracked = True
             return self._result(0, done=True)
         box = None
-        if d.mask is None and self._crop and d.src.kind == "block":
+        if d.mask is None and self._windows(d):
             r1b, r2b = fd.reach(o.freedrag_step)
             box = needed_feature_box(handles, r1b, r2b, None, geometry=geom)
         feat, origin = self._features(d.compose(), d, box)
@@ -567,7 +573,7 @@ class DragSession:
         if d.steps > 0 and not d.tracked and d.free is None:  # FreeDrag's handles are its localised points
             handles = torch.tensor([p.handle for p in self._points], dtype=torch.float64)
             box = None
-            if self._crop and d.src.kind == "block":
+            if self._windows(d):
                 box = needed_feature_box(handles, 0.5, d.opts.r2, None, geometry=d.src.geometry)
             with torch.no_grad():
                 feat, origin = self._features(d.compose(), d, box)
