@@ -25,13 +25,7 @@ from dragkit.drag.features import feature_source, source_features
 from dragkit.drag.session import DragOptions, DragSession
 from dragkit.errors import DragkitError, ImageError, SpecError
 from dragkit.nets import Generator, StyleGAN3Generator
-
-
-def human(seed: int = 0) -> Generator:
-    """A 32 x 16 (H x W) StyleGAN2 in StyleGAN-Human's layout (``square=False``)."""
-    torch.manual_seed(seed)
-    return Generator(32, 0, 32, 32, 3, mapping_kwargs=dict(num_layers=2),
-                     synthesis_kwargs=dict(channel_base=512, channel_max=32, square=False)).eval().requires_grad_(False)
+from support.generators import human, sg3
 
 
 def square(seed: int = 0) -> Generator:
@@ -39,12 +33,6 @@ def square(seed: int = 0) -> Generator:
     torch.manual_seed(seed)
     return Generator(32, 0, 32, 32, 3, mapping_kwargs=dict(num_layers=2),
                      synthesis_kwargs=dict(channel_base=512, channel_max=32)).eval().requires_grad_(False)
-
-
-def sg3(seed: int = 3) -> StyleGAN3Generator:
-    """A 32 px StyleGAN3-T with 6 layers (layer 2: 52 x 52 map, 32 samples per image width, 10 px margin)."""
-    torch.manual_seed(seed)
-    return StyleGAN3Generator(8, 0, 8, 32, 3, channel_base=512, channel_max=16, num_layers=6).eval().requires_grad_(False)
 
 
 G3_TORGB = "L6_32_3"

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from dragkit.nets.stylegan3 import Generator
+from support.generators import randomize_stylegan3
 
 W_DIM = 8
 
@@ -22,16 +23,7 @@ def _make(seed: int = 0, res: int = 32, **kwargs) -> Generator:
     kw = dict(channel_base=512, channel_max=16, num_layers=6)
     kw.update(kwargs)
     G = Generator(W_DIM, 0, W_DIM, res, 3, **kw)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():  # trained-looking biases, input transform and magnitudes
-        for name, p in G.named_parameters():
-            if name.endswith(".bias") and ".affine." not in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
-            elif name == "synthesis.input.affine.weight":
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-        for name, b in G.named_buffers():
-            if name.endswith("magnitude_ema"):
-                b.copy_(torch.rand([], generator=gen) + 0.5)
+    randomize_stylegan3(G, seed + 1)  # trained-looking biases, input transform and magnitudes
     return G.eval().requires_grad_(False)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from dragkit.nets import Generator
+from dragkit.nets import Generator, StyleGAN3Generator
 
 #: The size of ``tiny``, the model of the web-app tests' model home.
 HOME_RES = 32
@@ -97,3 +97,16 @@ def on_device(G: torch.nn.Module, device: str) -> torch.nn.Module:
     import copy
 
     return copy.deepcopy(G).to(device)
+
+
+def human(seed: int = 0) -> Generator:
+    """A 32 x 16 (H x W) StyleGAN2 in StyleGAN-Human's layout (``square=False``)."""
+    torch.manual_seed(seed)
+    return Generator(32, 0, 32, 32, 3, mapping_kwargs=dict(num_layers=2),
+                     synthesis_kwargs=dict(channel_base=512, channel_max=32, square=False)).eval().requires_grad_(False)
+
+
+def sg3(seed: int = 3) -> StyleGAN3Generator:
+    """A 32 px StyleGAN3-T with 6 layers (layer 2: 52 x 52 map, 32 samples per image width, 10 px margin)."""
+    torch.manual_seed(seed)
+    return StyleGAN3Generator(8, 0, 8, 32, 3, channel_base=512, channel_max=16, num_layers=6).eval().requires_grad_(False)
