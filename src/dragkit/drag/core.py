@@ -40,6 +40,11 @@ full map's size: an int for a square map on a square image, or
 ``(height, width)``; default: the tensor's own size, i.e. an uncropped
 map) for the paper's resize, or as ``geometry=FeatureGeometry(...)`` for
 any other placement.
+
+Why this module is long (~700 lines): DragGAN's maths - the geometry,
+sampling, the motion loss, the fixed-region term, tracking and the stop
+rule - share the conventions above and are checked together against the
+authors' code (``tests/test_drag.py``); each is a short pure function.
 """
 from __future__ import annotations
 

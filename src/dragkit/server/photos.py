@@ -25,6 +25,12 @@ the tuned generator's SHA-256 is checked by ``load_inversion``), so a
 restarted server reopens the photo edit, its history and its before/after
 images.  Browsers can never ask for a ``photo:`` name (``new``/``open``
 accept only the models the server offers).
+
+Why this module is long (~460 lines): the upload route, the request schema,
+the queued inversion and its files on disk are one feature whose parts
+share the tab's state and the photo's lifecycle (a failure at any stage
+leaves the open edit untouched); the inversion itself lives in
+:mod:`dragkit.invert`.
 """
 from __future__ import annotations
 
