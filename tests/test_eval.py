@@ -342,6 +342,8 @@ def test_landmarks_suite_on_a_face_model(tmp_path):
         assert m["md"] == pytest.approx(m["md_noedit"]) and m["md"] > 0
         assert m["md_512"] == pytest.approx(4 * m["md"])
         assert abs(m["fd"]) < 1e-6 and m["fd_targets"] > 0
+        # per edit: an unedited face is its own person, the second face is further away
+        assert m["id_dist"] < 1e-6 and m["id_kept"] == 1.0 and m["id_dist_targets"] > 0.05
     recs = list(by_id(out0).values())
     assert {len(r["problem"]["indices"]) for r in recs} == {1, 5}
     assert cli("landmarks", "--model", str(HEADSTART), "--n", "1", "--handles", "68", "--max-steps", "3",

@@ -93,6 +93,21 @@ def subset(index: int, count: int, first_seed: int) -> list[int]:
     return sorted(int(i) for i in rng.choice(68, size=count, replace=False))
 
 
+#: dlib's own threshold: descriptors closer than this are one person.
+SAME_PERSON = 0.6
+
+
+def identity_metrics(ms: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-edit identity from the recorded descriptors: mean distance edited -> original face,
+    the share below :data:`SAME_PERSON`, and the mean distance original -> target face."""
+    if not ms:
+        return {"id_dist": None, "id_kept": None, "id_dist_targets": None}
+    orig = np.array([m["desc_orig"] for m in ms], dtype=np.float64)
+    d = np.linalg.norm(np.array([m["desc_edit"] for m in ms], dtype=np.float64) - orig, axis=1)
+    d_t = np.linalg.norm(np.array([m["desc_target"] for m in ms], dtype=np.float64) - orig, axis=1)
+    return {"id_dist": float(d.mean()), "id_kept": float((d < SAME_PERSON).mean()), "id_dist_targets": float(d_t.mean())}
+
+
 class LandmarksSuite(SuiteBase):
     name = NAME
     default_model = "faces128"
@@ -101,6 +116,7 @@ class LandmarksSuite(SuiteBase):
         ("n", "edits", "d"), ("md", "MD px", ".2f"), ("md_noedit", "no edit MD px", ".2f"),
         ("md_512", "MD at 512 px", ".2f"), ("md_noedit_512", "no edit at 512 px", ".2f"),
         ("lost_face", "face lost", "d"), ("fd", "FD (dlib)", ".3f"), ("fd_targets", "FD faces 1 vs 2", ".3f"),
+        ("id_dist", "identity dist", ".3f"), ("id_kept", "same person", ".0%"), ("id_dist_targets", "dist faces 1 vs 2", ".3f"),
         ("reached", "reached", ".0%"), ("steps_mean", "steps", ".1f"),
     ]
     metric_docs = {
@@ -109,6 +125,10 @@ class LandmarksSuite(SuiteBase):
         "lost_face": "edited faces the detector no longer found (landmarks read in face 1's box)",
         "fd": "Frechet distance between dlib descriptors of edited faces and original faces 1 (realism proxy)",
         "fd_targets": "Frechet distance between dlib descriptors of faces 1 and faces 2 (scale of another face)",
+        "id_dist": "per edit: Euclidean distance between dlib's 128-d descriptors of the edited face and of the "
+                   "original face 1, averaged (identity kept: small)",
+        "id_kept": f"share of edits whose identity distance is below {SAME_PERSON} (dlib's same-person threshold)",
+        "id_dist_targets": "the same distance between faces 1 and faces 2 (the scale of another person)",
         **DRAG_METRIC_DOCS,
     }
     paper = {
@@ -182,6 +202,7 @@ class LandmarksSuite(SuiteBase):
             "md": M.mean(m["md"] for m in ms), "md_noedit": M.mean(m["md_noedit"] for m in ms),
             "md_512": M.mean(m["md_512"] for m in ms), "md_noedit_512": M.mean(m["md_noedit_512"] for m in ms),
             "lost_face": sum(m["lost_face"] for m in ms),
+            **identity_metrics(ms),
         })
         metrics.update(LandmarksSuite.set_metrics(results))
         return metrics, timing
