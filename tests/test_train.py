@@ -95,11 +95,12 @@ def test_stop_signal_writes_checkpoint_and_resume_continues(tmp_path: Path) -> N
                 signal.raise_signal(signal.SIGINT)  # as Ctrl-C mid-run (between ticks)
             return stats
 
+    before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN under nohup
     t = Interrupted(_tiny(), tmp_path / "run", progress=False)
     assert t.train() == "interrupted"
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert state["iteration"] == 3  # nothing lost: the stop wrote the checkpoint
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # the trainer's handler is removed again
     resumed = Trainer(_tiny(), tmp_path / "run", resume=True, progress=False)
     assert resumed.train() == "done"
     full = Trainer(_tiny(), tmp_path / "full", progress=False)
