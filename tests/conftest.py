@@ -11,6 +11,8 @@
 * ``toy`` - the bundled ``toy`` model (missing: a failure, never a skip:
   without it the drag engine has no ground truth).
 * ``nvidia_modules`` - stand-in NVIDIA modules for building pickles.
+* ``GH``, ``G3`` - a tiny 32 x 16 StyleGAN-Human-layout StyleGAN2 and a tiny
+  32 px StyleGAN3-T (``support.generators.human`` / ``sg3``), one per test module.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import os
 import pytest
 import torch
 
-from support.generators import make_home
+from support.generators import human, make_home, sg3
 from support.nvidia import install
 
 
@@ -85,3 +87,15 @@ def toy():
 def nvidia_modules(monkeypatch, tmp_path):
     """Register stand-in ``torch_utils.persistence`` and ``dnnlib`` modules for one test."""
     return install(monkeypatch, tmp_path / "SENTINEL_module_src")
+
+
+@pytest.fixture(scope="module")
+def GH():
+    """A 32 x 16 (H x W) StyleGAN2 in StyleGAN-Human's layout, one per module."""
+    return human(0)
+
+
+@pytest.fixture(scope="module")
+def G3():
+    """A 32 px 6-layer StyleGAN3-T, one per module."""
+    return sg3(3)

@@ -24,8 +24,7 @@ from dragkit.drag.core import sample_features
 from dragkit.drag.features import feature_source, source_features
 from dragkit.drag.session import DragOptions, DragSession
 from dragkit.errors import DragkitError, ImageError, SpecError
-from dragkit.nets import Generator, StyleGAN3Generator
-from support.generators import human, sg3
+from dragkit.nets import Generator
 
 
 def square(seed: int = 0) -> Generator:
@@ -36,16 +35,6 @@ def square(seed: int = 0) -> Generator:
 
 
 G3_TORGB = "L6_32_3"
-
-
-@pytest.fixture(scope="module")
-def GH() -> Generator:
-    return human(0)
-
-
-@pytest.fixture(scope="module")
-def G3() -> StyleGAN3Generator:
-    return sg3(3)
 
 
 def _drag(G, handle, target, steps=80, seed=1, **opts):

@@ -20,18 +20,7 @@ from dragkit.cli import main
 from dragkit.drag.session import DragOptions
 from dragkit.errors import SpecError
 from dragkit.eval.engines import run_drag
-from dragkit.nets import Generator, StyleGAN3Generator
-from support.generators import human, sg3
-
-
-@pytest.fixture(scope="module")
-def GH() -> Generator:
-    return human(0)
-
-
-@pytest.fixture(scope="module")
-def G3() -> StyleGAN3Generator:
-    return sg3(3)
+from support.generators import human
 
 
 @pytest.fixture(scope="module")
