@@ -228,6 +228,30 @@ def test_a_folder_holding_another_evaluation_is_refused(tmp_path):
     assert (out / "report.json").read_bytes() == before
 
 
+def test_a_run_recorded_before_an_option_existed_resumes_only_at_its_default(tmp_path):
+    """A folder written by an older dragkit (its options lack ``compile``) resumes with the default, not another value."""
+    def forget_compile(out: Path) -> None:
+        run = json.loads((out / "run.json").read_text())
+        for v in run["variants"].values():
+            del v["options"]["compile"]
+        (out / "run.json").write_text(json.dumps(run))
+
+    args = ("--handles", "1", "--mask", "off", "--max-steps", "0")
+    old = tmp_path / "old"
+    assert cli("toy", "--n", "1", *args, "--out", str(old)) == 0
+    forget_compile(old)
+    assert cli("toy", "--n", "2", *args, "--out", str(old)) == 0
+    assert len(by_id(old)) == 2 and report(old)["runner"]["resumed"] == 1
+    # a variant that ran without compile cannot be resumed as compile=True
+    swept = tmp_path / "swept"
+    assert cli("toy", "--n", "1", *args, "--sweep", "compile=true", "--out", str(swept)) == 0
+    forget_compile(swept)
+    before = (swept / "results.jsonl").read_bytes()
+    with pytest.raises(DragkitError, match="variant 'compile=True' had other settings"):
+        main(["--debug", "eval", "toy", "--n", "2", *args, "--sweep", "compile=true", "--out", str(swept)])
+    assert (swept / "results.jsonl").read_bytes() == before
+
+
 def test_bad_variant_is_one_error_line_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "bad"
     assert cli("toy", "--sweep", "r9=1,2", "--out", str(out)) == 1

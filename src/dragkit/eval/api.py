@@ -82,6 +82,23 @@ def make_jobs(suite: Any, params: dict[str, Any], n: int, variants: list[dict], 
     return jobs
 
 
+def _with_new_defaults(prev: dict | None, spec: dict) -> dict | None:
+    """``prev`` (a variant recorded by an earlier version) with the options added since at their defaults.
+
+    A run recorded before an option existed ran as that option's default
+    does, so resuming it with the default is the same run; any other value
+    of the new option is not.
+    """
+    if not isinstance(prev, dict) or not isinstance(prev.get("options"), dict):
+        return prev
+    from ..drag.options import DragOptions
+
+    defaults = DragOptions().to_dict()
+    added = {k: v for k, v in spec.get("options", {}).items()
+             if k not in prev["options"] and k in defaults and v == defaults[k]}
+    return {**prev, "options": {**prev["options"], **added}} if added else prev
+
+
 def _check_run_file(out: Path, identity: dict[str, Any], variants: list[dict]) -> None:
     """Refuse to mix results of another configuration into ``out``; record this one."""
     path = out / "run.json"
@@ -97,7 +114,7 @@ def _check_run_file(out: Path, identity: dict[str, Any], variants: list[dict]) -
             raise DragkitError(f"{out} holds results of another evaluation (different {', '.join(diff)}); "
                                "use another --out folder or delete it")
         for label, spec in labels.items():
-            prev = old.get("variants", {}).get(label)
+            prev = _with_new_defaults(old.get("variants", {}).get(label), spec)
             if prev is not None and prev != spec:
                 raise DragkitError(f"{out}: variant {label!r} had other settings in the earlier run; "
                                    "use another --out folder or delete it")
