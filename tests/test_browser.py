@@ -228,6 +228,27 @@ def wait_state(pg, predicate: str, timeout: float = 20000) -> dict:
     return pg.evaluate("window.dragkit.state")
 
 
+def wait_drag_end(pg, timeout: float = 150000) -> tuple[dict, dict]:
+    """Wait for the running drag to end; returns its outcome and the state that carries its final handles."""
+    pg.wait_for_function("() => window.dragkit.lastOutcome !== null && !window.dragkit.running", timeout=timeout)
+    outcome = pg.evaluate("window.dragkit.lastOutcome")
+    pg.wait_for_function("""(want) => { const s = window.dragkit.state;
+        return s && !s.running && s.points.length === want.length
+          && s.points.every((p, i) => p.handle[0] === want[i][0] && p.handle[1] === want[i][1]); }""",
+                         arg=outcome["points"])
+    return outcome, pg.evaluate("window.dragkit.state")
+
+
+def toasts(pg) -> list[str]:
+    return pg.evaluate("[...document.querySelectorAll('#toasts .toast')].map((t) => t.textContent)")
+
+
+def open_session_file(pg, path, predicate: str) -> dict:
+    """Open a session file with the page's Open control; returns the state once ``predicate`` holds."""
+    pg.set_input_files("#open-file", str(path))
+    return wait_state(pg, predicate)
+
+
 def shown_image(pg) -> np.ndarray:
     src = pg.get_attribute("#image", "src")
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB")).astype(int)

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from test_browser import (  # noqa: F401  (fixtures)
-    MODEL, READY, browser, click_at, drag_mouse, free_port, new_image, page, server, shown_image, start_server,
-    stop_server, wait_state,
+    MODEL, READY, browser, click_at, drag_mouse, free_port, new_image, open_session_file, page, server, shown_image,
+    start_server, stop_server, toasts, wait_state,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
@@ -20,10 +20,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
 def pill(pg) -> str:
     return pg.inner_text("#run-state")
-
-
-def toasts(pg) -> list[str]:
-    return pg.evaluate("[...document.querySelectorAll('#toasts .toast')].map((t) => t.textContent)")
 
 
 def short_drag(pg, steps: int = 3) -> None:
@@ -78,8 +74,7 @@ def test_opening_a_session_file_sets_the_seed_field_and_confirms(page, toy, tmp_
     s.add_point((10, 10), (14, 10))
     path = s.save(tmp_path / "mine.dragkit.json")
     new_image(page, 7)
-    page.set_input_files("#open-file", str(path))
-    wait_state(page, "s.seed === 5 && s.points.length === 1")
+    open_session_file(page, path, "s.seed === 5 && s.points.length === 1")
     page.wait_for_function("() => document.getElementById('seed').value === '5'")
     page.wait_for_function("() => [...document.querySelectorAll('#toasts .toast')].some((t) => t.textContent.startsWith('Opened mine.dragkit.json'))")
     # a file that is not a session: one message, and no path of the server's in it

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from test_browser import (  # noqa: F401  (fixtures)
-    MODEL, browser, click_at, find_toy_scene, new_image, page, server, shown_image, start_server, stop_server,
-    wait_state,
+    MODEL, browser, click_at, find_toy_scene, new_image, open_session_file, page, server, shown_image, start_server,
+    stop_server, toasts, wait_drag_end, wait_state,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
@@ -21,10 +21,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 DRAGGAN_ONLY = ("#opt-r1", "#opt-r2", "#opt-tracking", "#opt-confidence", "#opt-subpixel", "#opt-supervise")
 FREEDRAG_ONLY = ("#opt-freedrag-loss", "#opt-freedrag-step")
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "dragkit" / "server" / "static" / "examples.json"
-
-
-def toasts(pg) -> list[str]:
-    return pg.evaluate("[...document.querySelectorAll('#toasts .toast')].map((t) => t.textContent)")
 
 
 def wait_toast(pg, words: str) -> None:
@@ -81,11 +77,8 @@ def test_a_freedrag_drag_runs_from_the_page_and_arrives(page, tmp_path):
     wait_state(page, "s.points.length === 1")
     before = shown_image(page)
     page.click("#start")
-    page.wait_for_function("() => window.dragkit.lastOutcome !== null && !window.dragkit.running", timeout=150000)
-    outcome = page.evaluate("window.dragkit.lastOutcome")
+    outcome, st = wait_drag_end(page)
     assert outcome["reason"] == "reached", outcome
-    oh = outcome["points"][0]
-    st = wait_state(page, f"!s.running && s.points[0].handle[0] === {oh[0]} && s.points[0].handle[1] === {oh[1]}")
     assert math.dist(st["points"][0]["handle"], target) <= st["stop_distance"] + 1e-6
     assert not np.array_equal(shown_image(page), before)
     # the server dragged with FreeDrag: its handles come from a line search on the handle-target
@@ -150,16 +143,14 @@ def test_an_opened_session_file_restores_the_method_and_flags(page, toy, tmp_pat
     s.add_point((10, 10), (14, 10))
     path = s.save(tmp_path / "free.dragkit.json")
     new_image(page, 7)
-    page.set_input_files("#open-file", str(path))
-    wait_state(page, "s.seed === 5 && s.options.method === 'freedrag'")
+    open_session_file(page, path, "s.seed === 5 && s.options.method === 'freedrag'")
     page.wait_for_function("() => document.getElementById('opt-method').value === 'freedrag'")
     assert page.input_value("#opt-freedrag-loss") == "0.5" and page.input_value("#opt-freedrag-step") == "3"
     assert all(shown(page, x) for x in FREEDRAG_ONLY) and not any(shown(page, x) for x in DRAGGAN_ONLY)
 
     s = DragSession(toy, seed=6, options=DragOptions(subpixel=True, confidence=0.9, supervise_original=True))
     path = s.save(tmp_path / "flags.dragkit.json")
-    page.set_input_files("#open-file", str(path))
-    wait_state(page, "s.seed === 6 && s.options.method === 'draggan'")
+    open_session_file(page, path, "s.seed === 6 && s.options.method === 'draggan'")
     page.wait_for_function("() => document.getElementById('opt-subpixel').checked && document.getElementById('opt-supervise').checked")
     assert page.input_value("#opt-confidence") == "0.9" and page.input_value("#opt-method") == "draggan"
     assert all(shown(page, x) for x in DRAGGAN_ONLY) and not any(shown(page, x) for x in FREEDRAG_ONLY)
@@ -212,10 +203,7 @@ def test_the_trail_is_drawn_smoothed_and_the_handle_stays_where_it_was_tracked(p
     click_at(page, target)
     wait_state(page, "s.points.length === 1")
     page.click("#start")
-    page.wait_for_function("() => window.dragkit.lastOutcome !== null && !window.dragkit.running", timeout=150000)
-    outcome = page.evaluate("window.dragkit.lastOutcome")
-    oh = outcome["points"][0]
-    wait_state(page, f"!s.running && s.points[0].handle[0] === {oh[0]} && s.points[0].handle[1] === {oh[1]}")
+    outcome, _ = wait_drag_end(page)
     page.wait_for_function("() => window.dragkit.drawn.trails.length === 1")
     raw = page.evaluate("window.dragkit.trails[0]")
     drawn = page.evaluate("window.dragkit.drawn.trails[0]")
@@ -246,14 +234,8 @@ def test_show_me_on_the_default_face_model_plays_its_example_and_it_arrives(brow
         pg.wait_for_selector("#guide-example", state="visible")
         assert ex["what"] in pg.get_attribute("#guide-example", "title")
         pg.click("#guide-example")
-        pg.wait_for_function("() => window.dragkit.lastOutcome !== null && !window.dragkit.running", timeout=150000)
-        outcome = pg.evaluate("window.dragkit.lastOutcome")
+        outcome, st = wait_drag_end(pg)
         assert outcome["reason"] == "reached", outcome
-        pg.wait_for_function("""(want) => { const s = window.dragkit.state;
-            return s && !s.running && s.points.length === want.length
-              && s.points.every((p, i) => p.handle[0] === want[i][0] && p.handle[1] === want[i][1]); }""",
-                             arg=outcome["points"])
-        st = pg.evaluate("window.dragkit.state")
         assert st["seed"] == ex["seed"]
         for i, p in enumerate(ex["pairs"]):
             assert math.dist(st["points"][i]["handle"], p["target"]) <= st["stop_distance"] + 1e-6

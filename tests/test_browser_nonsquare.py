@@ -18,7 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from test_browser import CHROMIUM_ARGS, chromium_path, click_at, drag_mouse, start_server, stop_server, wait_state
+from test_browser import (
+    CHROMIUM_ARGS, chromium_path, click_at, drag_mouse, start_server, stop_server, wait_drag_end, wait_state,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -114,11 +116,8 @@ def test_stage_click_mask_and_drag_are_per_axis(page):
     page.press("#max-steps", "Tab")
     wait_state(page, "s.max_steps === 120")
     page.click("#start")
-    page.wait_for_function("() => window.dragkit.lastOutcome !== null", timeout=120000)
-    outcome = page.evaluate("window.dragkit.lastOutcome")
+    outcome, st = wait_drag_end(page, timeout=120000)
     assert outcome["reason"] == "reached", outcome
-    oh = outcome["points"][0]
-    st = wait_state(page, f"!s.running && s.points[0].handle[0] === {oh[0]} && s.points[0].handle[1] === {oh[1]}")
     assert math.dist(st["points"][0]["handle"], target) <= 1.0
     assert math.dist(page.evaluate("window.dragkit.drawn.handles[0]"), st["points"][0]["handle"]) < 1e-6
     # The shown image is the model's H x W.

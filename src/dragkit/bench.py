@@ -23,6 +23,11 @@ on the CPU, ``torch.cuda.max_memory_allocated`` growth on CUDA.  Speed
 figures are only comparable within one run (a shared machine's load
 changes between runs): the ratio column is what to quote, with the load
 average the table prints.
+
+Why this module is long (~440 lines): the parent (cases, subprocesses,
+the table) and the child (one timed case) are one protocol - the child's
+JSON line is the parent's input - and are kept together so that a field
+is added in one place.
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ per use, never two.
 
 Everything is kept on the generator's device; the latent is float32.
 
-Why this module is long (~850 lines): the session's state - latent, points,
+Why this module is long (~860 lines): the session's state - latent, points,
 mask, the drag in progress, its history - changes together (any action that
 is not a step ends the drag; history entries, :meth:`~DragSession.get_state`
 and session files share one snapshot form), so its methods stay in one

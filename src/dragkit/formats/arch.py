@@ -24,6 +24,11 @@ Tensors handed over by ``torch.load`` are checked by
 :func:`check_tensor_backing`: a tensor whose size/stride claims more
 elements than its storage holds (zero or overlapping strides) is refused,
 so fake shapes cannot feed shape inference.
+
+Why this module is long (~450 lines): the schemas of every family's
+constructor arguments (StyleGAN2, StyleGAN3, the discriminator) and the
+bounded construction are one security boundary, kept in one file so that
+what a checkpoint may declare is read in one place.
 """
 from __future__ import annotations
 

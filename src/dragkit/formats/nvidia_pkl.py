@@ -27,7 +27,7 @@ Work is bounded by what the file holds: shared (memoised) objects are
 walked once, and the trees walked after unpickling (the loaded object,
 the module tree, the init kwargs) have node budgets.
 """
-# Why this module is long (~450 lines): one format end to end - the record walk, the init-argument
+# Why this module is long (~690 lines): one format end to end - the record walk, the init-argument
 # inference from tensor shapes and the G/D selection share the same bounds on what a file may claim.
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ discriminators, spectral normalisation, non-``lrelu`` activations,
 ``fmap_decay != 1``, ``fmap_min != 1``, ``fmap_const`` other than the
 first block's width, ``normalize_latents=False``.
 """
-# Why this module is long (~560 lines): the TF-to-PyTorch name and layout rules for G and D are
+# Why this module is long (~680 lines): the TF-to-PyTorch name and layout rules for G and D are
 # one table of conversions; they are kept together so that each rule is written once.
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ Outcomes for awkward photos (each documented in docs/invert.md):
   :data:`DETECT_MAX_SIDE` px long, landmarks are read at full resolution,
   and the crop is anti-aliased (box-filtered down before resampling).
 
-Why this module is long (~470 lines): detection, the canonical crop (the
+Why this module is long (~480 lines): detection, the canonical crop (the
 template measured from training images) and the warp share the same
 coordinate conventions and failure outcomes; each part is a few short
 functions, and a split would pass the matrix conventions between files.

@@ -39,7 +39,7 @@ the margin over the image.
 Extras over NVIDIA (keyword-only): :meth:`SynthesisNetwork.run` returns the
 output of any layers and stops after the last one asked for.
 """
-# Why this module is long (~570 lines): one architecture (filters, input, layer, geometry,
+# Why this module is long (~670 lines): one architecture (filters, input, layer, geometry,
 # network) mirroring NVIDIA's single networks_stylegan3.py, so state dicts map name by name.
 from __future__ import annotations
 

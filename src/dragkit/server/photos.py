@@ -26,7 +26,7 @@ restarted server reopens the photo edit, its history and its before/after
 images.  Browsers can never ask for a ``photo:`` name (``new``/``open``
 accept only the models the server offers).
 
-Why this module is long (~460 lines): the upload route, the request schema,
+Why this module is long (~470 lines): the upload route, the request schema,
 the queued inversion and its files on disk are one feature whose parts
 share the tab's state and the photo's lifecycle (a failure at any stage
 leaves the open edit untouched); the inversion itself lives in

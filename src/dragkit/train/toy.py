@@ -23,7 +23,7 @@ Command line (writes a training set, deterministic by seed)::
 
     python -m dragkit.train.toy --out toy64.zip --count 50000 --seed 0
 """
-# Why this module is long (~530 lines): the world and its oracle are one contract (the oracle
+# Why this module is long (~540 lines): the world and its oracle are one contract (the oracle
 # measures exactly what the renderer draws); split apart, a change to one could silently miss the other.
 from __future__ import annotations
 
