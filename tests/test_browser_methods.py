@@ -65,6 +65,17 @@ def test_the_method_controls_come_from_the_servers_limits_and_follow_the_method(
     page.fill("#opt-confidence", "")
     page.press("#opt-confidence", "Enter")
     wait_state(page, "s.options.subpixel === false && s.options.confidence === null")
+    # the speed options (issue 18): a select of the engine's precisions and the compile checkbox, for both methods
+    assert page.eval_on_selector_all("#opt-precision option", "os => os.map((o) => o.value)") == lim["precision"]["choices"]
+    assert page.input_value("#opt-precision") == st["options"]["precision"] and shown(page, "#opt-compile")
+    page.select_option("#opt-precision", "bf16")
+    page.check("#opt-compile")
+    wait_state(page, "s.options.precision === 'bf16' && s.options.compile === true")
+    pick_method(page, "freedrag")
+    assert shown(page, "#opt-precision") and shown(page, "#opt-compile")
+    page.select_option("#opt-precision", "fp32")
+    page.uncheck("#opt-compile")
+    wait_state(page, "s.options.precision === 'fp32' && s.options.compile === false")
 
 
 def test_a_freedrag_drag_runs_from_the_page_and_arrives(page, tmp_path):
