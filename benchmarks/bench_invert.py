@@ -133,6 +133,8 @@ def main() -> int:
     for n in names:
         if n not in configs:
             sys.exit(f"unknown config {n!r}; known: {', '.join(configs)}")
+    same = [n for n in names if n != "default" and "default" in names and configs[n] == configs["default"]]
+    names = [n for n in names if n not in same]  # the same weights as the default: its row says so
     faces = load_faces(Path(args.data), parse_range(args.images))
     print(f"model {args.model} ({G.img_resolution} px), {len(faces)} held-out faces {args.images}, "
           f"torch threads {args.threads}, W {base.projection.w_steps} + W+ {base.projection.wplus_steps} steps"
@@ -172,7 +174,8 @@ def main() -> int:
                       + f", id {res['id'][-1]:.3f}, landmarks {res['lm'][-1]:.2f} px, "
                       f"{res['wall'][-1]:.0f} s wall / {res['cpu'][-1]:.0f} s CPU",
                       flush=True)
-        rows.append((name + (" +PTI" if pti else ""), {k: float(np.nanmean(v)) if v else float("nan")
+        label = name + "".join(f" (= {n})" for n in same if name == "default" and not pti)
+        rows.append((label + (" +PTI" if pti else ""), {k: float(np.nanmean(v)) if v else float("nan")
                                                         for k, v in res.items()}))
     print()
     print("| config | W PSNR | W+ PSNR | W+ SSIM | PTI PSNR | PTI SSIM | PTI locality | identity dist | landmark err px "
