@@ -738,3 +738,29 @@ def test_a_drag_on_a_stylegan3_layer_moves_the_handle_toward_the_target():
     path = _core_drag(G, ws, feature, geom, (12.0, 16.0), (20.0, 16.0), steps=25)
     d0 = math.dist(path[0], (20, 16))
     assert math.dist(path[-1], (20, 16)) < d0 - 2, path
+
+
+@pytest.mark.parametrize("H,W,h,w", [(32, 32, 8, 8), (24, 24, 8, 8), (16, 16, 16, 16), (32, 16, 16, 4),
+                                     (30, 30, 8, 8), (20, 24, 8, 6)])
+@pytest.mark.parametrize("chunk", [4_000_000, 100])
+def test_mask_term_every_resize_and_chunking_matches_l1_over_the_resized_maps(monkeypatch, H, W, h, w, chunk):
+    """Integer factors (1-4, also different per axis) take the phase path, others the gather;
+    both equal F.l1_loss on the resized maps, also when the rows come in many small chunks and
+    when whole rows are flexible (skipped)."""
+    import dragkit.drag.core as core
+
+    monkeypatch.setattr(core, "_CHUNK_VALUES", chunk)
+    torch.manual_seed(H * 100 + W + h)
+    f0 = torch.randn(1, 5, h, w, dtype=torch.float64)
+    f = (f0 + 0.3 * torch.randn_like(f0)).requires_grad_(True)
+    m = np.zeros((H, W), bool)
+    m[H // 4: H // 2, :] = True  # whole flexible rows
+    m[H // 2:, W // 3: 2 * W // 3] = True
+    fixed = torch.from_numpy(~m).double()
+    ref = F.l1_loss(resized(f, H, W) * fixed, resized(f0, H, W) * fixed)
+    ours = mask_loss(f, f0, torch.from_numpy(m), (H, W))
+    assert abs(ours.item() - ref.item()) <= 1e-12 * ref.item()
+    g1, = torch.autograd.grad(ours, f)
+    g2, = torch.autograd.grad(ref, f)
+    assert g1.abs().sum() > 0 and torch.allclose(g1, g2, rtol=0, atol=1e-15)
+    assert (core._integer_factors(core.FeatureGeometry.resized((H, W), (h, w))) is not None) == (H % h == 0 == W % w)

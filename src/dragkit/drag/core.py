@@ -41,7 +41,7 @@ full map's size: an int for a square map on a square image, or
 map) for the paper's resize, or as ``geometry=FeatureGeometry(...)`` for
 any other placement.
 
-Why this module is long (~700 lines): DragGAN's maths - the geometry,
+Why this module is long (~800 lines): DragGAN's maths - the geometry,
 sampling, the motion loss, the fixed-region term, tracking and the stop
 rule - share the conventions above and are checked together against the
 authors' code (``tests/test_drag.py``); each is a short pure function.
@@ -429,6 +429,88 @@ def _axis_weights(n_pixels: int, map_size: int, scale: float, offset: float):
     return i0, i1, (u - i0)
 
 
+#: values of the resized map that the fixed-region term builds at once (a chunk of rows)
+_CHUNK_VALUES = 4_000_000
+
+
+def _phase_taps(s: int) -> list[tuple[int, float, float]]:
+    """The paper's bilinear resize by an integer factor ``s`` along one axis, as ``s`` phases.
+
+    Output pixel ``s * i + k`` reads map coordinate ``i + d_k``,
+    ``d_k = (k + 0.5) / s - 0.5``: phase ``k`` is ``a * P[i + j] + b * P[i + j + 1]``
+    on the map ``P`` padded by one replicated pixel on each side, with
+    ``(j, a, b)`` returned here (the edge clamp of ``align_corners=False``
+    is the replicated pixel).
+    """
+    taps = []
+    for k in range(s):
+        d = (k + 0.5) / s - 0.5
+        taps.append((0, -d, 1.0 + d) if d < 0 else (1, 1.0 - d, d))
+    return taps
+
+
+def _fixed_region_phases(diff: torch.Tensor, fixed: torch.Tensor, sy: int, sx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sum |resize(D)|`` over the fixed pixels and its gradient for an integer resize ``(sy, sx)``.
+
+    The resized rows of input rows ``a..b`` are built phase by phase from
+    slices of the padded map (no gather, no scatter), as a ``(C, n, sy, sx,
+    w)`` block (image pixel ``(sy * i + ky, sx * j + kx)`` at ``[:, i, ky,
+    kx, j]``: every slice written or read is contiguous along ``w``), the
+    fixed pixels permuted to the same layout once.  The gradient is the
+    transpose, slice by slice, folded back off the padding.
+    """
+    C, h, w = diff.shape
+    dp = torch.nn.functional.pad(diff[None], (1, 1, 1, 1), mode="replicate")[0]  # (C, h + 2, w + 2)
+    gp = torch.zeros_like(dp)
+    ty, tx = _phase_taps(sy), _phase_taps(sx)
+    keep_all = fixed.reshape(h, sy, w, sx).permute(0, 1, 3, 2).to(diff.dtype).contiguous()  # (h, sy, sx, w)
+    keep_rows = fixed.reshape(h, -1).any(dim=1)
+    total = diff.new_zeros(())
+    n = min(h, max(1, _CHUNK_VALUES // max(C * sy * sx * w, 1)))
+    # buffers reused by every chunk (fresh large tensors cost page faults each time)
+    rows_buf = dp.new_empty((C, n, sy, w + 2))
+    g_rows_buf = dp.new_empty((C, n, sy, w + 2))
+    full_buf = dp.new_empty((C, n, sy, sx, w))
+    g_buf = dp.new_empty((C, n, sy, sx, w))
+    for a in range(0, h, n):
+        b = min(h, a + n)
+        if not bool(keep_rows[a:b].any()):
+            continue
+        rows, g_rows, full, g = rows_buf[:, : b - a], g_rows_buf[:, : b - a], full_buf[:, : b - a], g_buf[:, : b - a]
+        for k, (j, _wa, wb) in enumerate(ty):
+            torch.lerp(dp[:, a + j : b + j], dp[:, a + j + 1 : b + j + 1], wb, out=rows[:, :, k])
+        for k, (j, _wa, wb) in enumerate(tx):
+            torch.lerp(rows[..., j : j + w], rows[..., j + 1 : j + 1 + w], wb, out=full[:, :, :, k])
+        full.mul_(keep_all[a:b])  # the fixed pixels only
+        torch.sign(full, out=g)  # d|full| * fixed
+        total = total + full.abs_().sum()  # sum |full| over the fixed pixels (pairwise sum: accurate)
+        g_rows.zero_()
+        for k, (j, wa, wb) in enumerate(tx):
+            gk = g[:, :, :, k]
+            g_rows[..., j : j + w].add_(gk, alpha=wa)
+            g_rows[..., j + 1 : j + 1 + w].add_(gk, alpha=wb)
+        for k, (j, wa, wb) in enumerate(ty):
+            gk = g_rows[:, :, k]
+            gp[:, a + j : b + j].add_(gk, alpha=wa)
+            gp[:, a + j + 1 : b + j + 1].add_(gk, alpha=wb)
+    gp[:, :, 1] += gp[:, :, 0]
+    gp[:, :, w] += gp[:, :, w + 1]
+    gp[:, 1] += gp[:, 0]
+    gp[:, h] += gp[:, h + 1]
+    return total, gp[:, 1 : h + 1, 1 : w + 1].contiguous()
+
+
+def _integer_factors(geom: FeatureGeometry) -> tuple[int, int] | None:
+    """``(sy, sx)`` when ``geom`` is the paper's resize by integer factors, else None."""
+    H, W = geom.image_size
+    h, w = geom.map_height, geom.map_width
+    if geom.offset_x != 0.0 or geom.offset_y != 0.0 or H % h or W % w:
+        return None
+    if geom.scale_y != h / H or geom.scale_x != w / W:
+        return None
+    return H // h, W // w
+
+
 class _FixedRegionL1(torch.autograd.Function):
     """``sum |resize(D)| over the fixed pixels`` and its exact gradient, a few rows at a time.
 
@@ -437,15 +519,22 @@ class _FixedRegionL1(torch.autograd.Function):
     The forward pass builds the resized rows it needs in chunks of about
     4 M values and accumulates the gradient w.r.t. ``D`` on the way (it is
     ``resize^T(sign(resize(D)) * fixed)``), so no full-resolution tensor
-    ever exists, in the forward or the backward pass.  Rows are resized by
-    gathering whole rows; along a row, the paper's geometry uses PyTorch's
-    own bilinear resize (``F.interpolate`` with the height unchanged: the
-    same weights, and 8x faster than a per-element gather on a CPU), other
-    geometries the gather.
+    ever exists, in the forward or the backward pass.  The paper's resize by
+    an integer factor (every StyleGAN2 model's feature block: 512 px and b128
+    is 4) is built phase by phase from slices (:func:`_fixed_region_phases`);
+    other geometries gather whole rows and resize along a row by PyTorch's
+    own bilinear resize where that is the paper's (``F.interpolate`` with
+    the height unchanged), else by a gather.
     """
 
     @staticmethod
     def forward(ctx, diff: torch.Tensor, fixed: torch.Tensor, geom: FeatureGeometry) -> torch.Tensor:  # type: ignore[override]
+        fixed = fixed.to(diff.device)
+        factors = _integer_factors(geom)
+        if factors is not None:
+            total, grad = _fixed_region_phases(diff, fixed, *factors)
+            ctx.save_for_backward(grad)
+            return total
         C, _h, w = diff.shape
         H, W = geom.image_size
         iy0, iy1, wy = _axis_weights(H, geom.map_height, geom.scale_y, geom.offset_y)
@@ -455,11 +544,10 @@ class _FixedRegionL1(torch.autograd.Function):
         wy, wx = wy.to(dev, dt), wx.to(dev, dt)
         # the paper's resize along x: F.interpolate computes exactly these weights
         native = geom.offset_x == 0.0 and geom.scale_x == w / W
-        fixed = fixed.to(dev)
         rows_needed = torch.nonzero(fixed.any(dim=1)).flatten()
         total = diff.new_zeros(())
         grad = torch.zeros_like(diff)
-        chunk = max(1, 4_000_000 // max(C * W, 1))
+        chunk = max(1, _CHUNK_VALUES // max(C * W, 1))
         for start in range(0, rows_needed.numel(), chunk):
             ys = rows_needed[start : start + chunk]
             a0, a1, b = iy0[ys], iy1[ys], wy[ys][None, :, None]

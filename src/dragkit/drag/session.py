@@ -484,7 +484,13 @@ class DragSession:
         result = self._result(d.steps, done=False)
         if result.reached:
             return dataclasses.replace(result, done=True)
-        loss = motion_supervision_loss(feat, handles, targets, d.opts.r1, None, origin=origin, geometry=geom,
+        sup, sup_origin = feat, origin
+        if box is None and d.mask is not None:
+            # the whole map (for the mask term): the motion term reads only the handles' box, and its
+            # gathers' backward on a slice builds one whole-map gradient instead of one per gather
+            x0, y0, x1, y1 = needed_feature_box(handles, d.opts.r1, 0, None, geometry=geom)
+            sup, sup_origin = feat[:, :, y0:y1, x0:x1], (x0, y0)
+        loss = motion_supervision_loss(sup, handles, targets, d.opts.r1, None, origin=sup_origin, geometry=geom,
                                        reference=d.ref_patch)
         self._descend(d, feat, loss)
         d.tracked = False
