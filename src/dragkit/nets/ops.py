@@ -105,6 +105,26 @@ def bias_act(
     return x
 
 
+def _transposed(w: torch.Tensor) -> torch.Tensor:
+    """``w.transpose(0, 1)`` for ``conv_transpose2d``, contiguous and cached on a constant weight.
+
+    The convolution would copy the transposed view on every call (a drag
+    step makes 8 such copies of 9 MB at 512 px); a weight that takes no
+    gradient keeps its copy until it changes (same storage and version).
+    """
+    if w.requires_grad and torch.is_grad_enabled():
+        return w.transpose(0, 1)
+    key = (w.data_ptr(), w._version, w.dtype, w.device)
+    cached = getattr(w, "_dragkit_transposed", None)
+    if cached is None or cached[0] != key:
+        cached = (key, w.detach().transpose(0, 1).contiguous())
+        try:
+            w._dragkit_transposed = cached
+        except AttributeError:  # pragma: no cover - a tensor subclass without a __dict__
+            return cached[1]
+    return cached[1]
+
+
 def conv2d_resample(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -154,7 +174,7 @@ def conv2d_resample(
         return upfirdn2d(x, f, up=up, padding=(p0, p1, p0, p1), gain=up * up)
     # Transposed (strided) convolution followed by the FIR filter.
     if groups == 1:
-        wt = w.transpose(0, 1)
+        wt = _transposed(w)
     else:
         wt = w.reshape(groups, c_out // groups, c_in_g, kh, kw).transpose(1, 2)
         wt = wt.reshape(groups * c_in_g, c_out // groups, kh, kw)
