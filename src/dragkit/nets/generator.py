@@ -41,6 +41,7 @@ from torch import nn
 from .base import GeneratorBase, jsonable
 from .ops import (
     bias_act,
+    cached_on_weight,
     conv2d_resample,
     demodulation_coefs,
     modulated_conv2d,
@@ -252,7 +253,6 @@ class SynthesisLayer(nn.Module):
             self.register_buffer("noise_const", torch.randn([resolution, self.width]))
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
-        self._weight_sq_cache: tuple[Any, torch.Tensor] | None = None
 
     def forward(
         self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", gain: float = 1.0,
@@ -304,14 +304,7 @@ class SynthesisLayer(nn.Module):
         same weight); computed afresh, with its gradient, while the weight
         itself is being trained.
         """
-        wt = self.weight
-        if wt.requires_grad and torch.is_grad_enabled():
-            return wt.square().sum(dim=[2, 3])
-        key = (wt.data_ptr(), wt._version, wt.device)
-        if self._weight_sq_cache is None or self._weight_sq_cache[0] != key:
-            with torch.no_grad():
-                self._weight_sq_cache = (key, wt.detach().square().sum(dim=[2, 3]))
-        return self._weight_sq_cache[1]
+        return cached_on_weight(self.weight, "_dragkit_weight_sq", lambda t: t.square().sum(dim=[2, 3]))
 
 
 class ToRGBLayer(nn.Module):

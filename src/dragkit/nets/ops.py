@@ -9,7 +9,7 @@ custom CUDA kernels, so no code path depends on a GPU.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -105,24 +105,28 @@ def bias_act(
     return x
 
 
-def _transposed(w: torch.Tensor) -> torch.Tensor:
-    """``w.transpose(0, 1)`` for ``conv_transpose2d``, contiguous and cached on a constant weight.
+def cached_on_weight(w: torch.Tensor, name: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``fn(w)``, kept on ``w`` (attribute ``name``) until the weight changes (storage, version).
 
-    The convolution would copy the transposed view on every call (a drag
-    step makes 8 such copies of 9 MB at 512 px); a weight that takes no
-    gradient keeps its copy until it changes (same storage and version).
+    A drag runs the same layers every step with the same weights; while a
+    weight is trained (it takes a gradient) ``fn(w)`` is computed afresh.
     """
     if w.requires_grad and torch.is_grad_enabled():
-        return w.transpose(0, 1)
+        return fn(w)
     key = (w.data_ptr(), w._version, w.dtype, w.device)
-    cached = getattr(w, "_dragkit_transposed", None)
+    cached = getattr(w, name, None)
     if cached is None or cached[0] != key:
-        cached = (key, w.detach().transpose(0, 1).contiguous())
-        try:
-            w._dragkit_transposed = cached
-        except AttributeError:  # pragma: no cover - a tensor subclass without a __dict__
-            return cached[1]
+        with torch.no_grad():
+            cached = (key, fn(w.detach()))
+        setattr(w, name, cached)
     return cached[1]
+
+
+def _transposed(w: torch.Tensor) -> torch.Tensor:
+    """``w.transpose(0, 1)`` for ``conv_transpose2d``, contiguous, cached on a constant weight
+    (the convolution would copy the transposed view on every call: 8 copies of 9 MB per 512 px
+    drag step)."""
+    return cached_on_weight(w, "_dragkit_transposed", lambda t: t.transpose(0, 1).contiguous())
 
 
 def conv2d_resample(
