@@ -117,33 +117,41 @@ def save_image_atomic(img: Image.Image, dest: str | os.PathLike[str]) -> Path:
     return atomic_write_bytes(dest, buf.getvalue())
 
 
+def _cpu_flags() -> set[str]:
+    """The ``flags`` of ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def native_bf16(device: str | torch.device = "cpu") -> bool:
     """Whether ``device`` computes in bfloat16 natively (so bf16 autocast is a speed-up).
 
-    CUDA: compute capability 8.0 or newer (Ampere, Hopper, ...).  CPU: oneDNN
-    reports bf16 support, i.e. the cores have AVX-512 BF16 or AMX (checked with
-    PyTorch's own capability probes, never guessed from the model name).
+    CUDA: compute capability 8.0 or newer (Ampere, Hopper, ...).  CPU: the
+    cores have AVX-512 BF16 or AMX-BF16, by PyTorch's own capability probes;
+    where a probe is missing (older torch), by the ``avx512_bf16`` /
+    ``amx_bf16`` flags of ``/proc/cpuinfo``.  Never guessed from the model
+    name, and not oneDNN's ``_is_mkldnn_bf16_supported``, which also says
+    yes on plain AVX-512 (emulated bf16, slower than fp32).  The one rule for
+    the trainer's ``--amp`` default and the drag's ``precision='auto'``.
     """
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+    if device.type != "cpu":
         return False
-    probes = []
-    cpu = getattr(torch, "cpu", None)
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        fn = getattr(cpu, name, None)
-        if fn is not None:
-            probes.append(fn)
-    mkldnn_probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     try:
-        if any(bool(fn()) for fn in probes):
+        if any(fn is not None and bool(fn()) for fn in probes):
             return True
-        # oneDNN's own probe also answers True on plain AVX-512 (emulated bf16,
-        # slower than fp32), so it only decides where the precise probes are absent.
-        return not probes and mkldnn_probe is not None and bool(mkldnn_probe())
-    except Exception:  # pragma: no cover - probe missing in an odd build
-        return False
+    except Exception:  # pragma: no cover - probe failing in an odd build
+        pass
+    return None in probes and bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
 
 
 #: Largest output scale (``--scale``, the app's download choice) and largest output side it may give.

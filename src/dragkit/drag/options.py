@@ -83,7 +83,8 @@ NOISE_MODES = ("const", "none")
 METHODS = ("draggan", "freedrag")
 #: Arithmetic of a drag step's synthesis (forward and backward, up to the feature
 #: block): ``fp32``, ``bf16`` (autocast; tracking, losses and the Adam update stay
-#: float32), or ``auto`` (:func:`auto_precision`: bf16 only where the hardware has it).
+#: float32), or ``auto`` (:func:`auto_precision`: bf16 only where the hardware has it
+#: and, on a CPU, only for a masked drag, where it was measured faster).
 PRECISIONS = ("fp32", "bf16", "auto")
 
 #: Most handle/target pairs in one drag (the web app's default limit is 32):
@@ -340,51 +341,33 @@ def model_device(G: Any) -> Any:
     return torch.device("cpu")
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def native_bf16(device: Any) -> bool:
-    """Whether ``device`` computes bf16 natively (not by float32 emulation).
+    """Whether ``device`` computes bf16 natively: :func:`dragkit.utils.native_bf16`."""
+    from ..utils import native_bf16 as rule
 
-    CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and later).  CPU:
-    the AVX-512 BF16 or AMX-BF16 instructions (torch's own check where it
-    has one, else the ``avx512_bf16`` / ``amx_bf16`` flags of ``/proc/cpuinfo``).
+    return rule(device)
+
+
+def auto_precision(device: Any, masked: bool = False) -> str:
+    """``precision='auto'`` on ``device`` for a drag with or without a mask.
+
+    CUDA with native bf16: ``'bf16'`` (the hardware's documented support;
+    not measured, no GPU was lent).  A CPU: ``'bf16'`` only where it has
+    native bf16 (AVX-512 BF16 / AMX) *and* the drag has a mask, else
+    ``'fp32'``.  The rule is the measurement (``dragkit bench``, one thread,
+    docs/drag.md): on a 2-core Intel Xeon with AMX a masked step (the whole
+    feature map) is 1.35-1.75x faster in bf16 at 32, 128, 256 and 512 px,
+    while a step without a mask (the handles' window only) is 1.1-1.6x
+    *slower* at 32-256 px and at two threads at 512 px (1.2x faster at one
+    thread there): too little work per convolution to pay for the casts.
+    On a CPU without native bf16 (AMD EPYC, AVX2) bf16 is emulated and 2-4x
+    slower everywhere.
     """
+    if not native_bf16(device):
+        return "fp32"
     import torch
 
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    if dev.type != "cpu":
-        return False
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    if check is not None:
-        try:
-            return bool(check() or (amx is not None and amx()))
-        except Exception:  # pragma: no cover - a torch without the private check
-            pass
-    return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
-
-
-def auto_precision(device: Any) -> str:
-    """``precision='auto'`` on ``device``: ``'bf16'`` where the hardware has native bf16, else ``'fp32'``.
-
-    Measured only on a CPU without native bf16 (2-core AMD EPYC, AVX2):
-    bf16 autocast there is emulated and several times slower than fp32
-    (``dragkit bench``; docs/drag.md), so ``auto`` is fp32 there.  The bf16
-    branches (CUDA with bf16, CPUs with AVX-512 BF16 / AMX) follow the
-    hardware's documented support and are not measured yet.
-    """
-    return "bf16" if native_bf16(device) else "fp32"
+    return "bf16" if masked or torch.device(device).type == "cuda" else "fp32"
 
 
 def image_size(G: Any) -> tuple[int, int]:
@@ -518,8 +501,9 @@ class DragOptions:
         precision: the synthesis's arithmetic in a step, forward and backward
             up to the feature block: ``'fp32'`` (the default), ``'bf16'``
             (autocast; tracking distances, the loss and the Adam update stay
-            float32) or ``'auto'`` (:func:`auto_precision`: fp32 on a CPU
-            without native bf16, bf16 on a CUDA device that has it).
+            float32) or ``'auto'`` (:func:`auto_precision`: bf16 on a CUDA
+            device that has it and, for a masked drag, on a CPU with native
+            bf16; fp32 otherwise).
         compile: run the windowed block computation through ``torch.compile``
             (compiled per window size and position: the first steps of a drag
             pay the compilation; docs/drag.md, *Speed*).
@@ -585,11 +569,12 @@ class DragOptions:
 
         return float(self.stop_distance) if self.stop_distance is not None else stop_distance_for(num_points)
 
-    def resolved(self, G: Any) -> "DragOptions":
+    def resolved(self, G: Any, masked: bool = False) -> "DragOptions":
         """A copy with every None default replaced by its value for ``G`` (validated).
 
         On a StyleGAN2 model ``feature_layer`` stays None, on a StyleGAN3
-        model ``feature_block`` does.
+        model ``feature_block`` does.  ``masked``: whether the drag has a
+        mask (``precision='auto'`` depends on it, :func:`auto_precision`).
         """
         self.validate(G)
         H = image_size(G)[0]
@@ -613,7 +598,7 @@ class DragOptions:
             freedrag_loss=float(self.freedrag_loss),
             freedrag_step=float(self.freedrag_step) if self.freedrag_step is not None
             else auto_freedrag_step(H, _map_resolution(G, kind, index)),
-            precision=auto_precision(model_device(G)) if self.precision == "auto" else self.precision,
+            precision=auto_precision(model_device(G), masked) if self.precision == "auto" else self.precision,
             compile=bool(self.compile),
         )
 

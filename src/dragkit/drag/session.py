@@ -413,7 +413,8 @@ class DragSession:
         if not self._points:
             raise SpecError("add at least one point before dragging")
         self.check_drag()
-        opts = self.options.resolved(self.G)
+        mask_on = self._mask_active()
+        opts = self.options.resolved(self.G, masked=mask_on)
         k = opts.layers
         start = self._latent
         if opts.space == "w":
@@ -436,7 +437,6 @@ class DragSession:
             if opts.method == "freedrag":
                 fd_state = fd.FreeDragState(fd.patch_features(feat0, handles, geometry=src.geometry),
                                             fd.expected_loss(opts.freedrag_loss, feat0))
-        mask_on = self._mask_active()
         self._drag = _Drag(
             opts=opts, src=src, w=w, held=held, optim=LatentAdam(w, lr=opts.lr), refs=refs,
             feat0=feat0 if mask_on else None,
