@@ -49,12 +49,16 @@ def _scaled(img: np.ndarray, scale: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((w * scale, h * scale), Image.BICUBIC)) if scale > 1 else img
 
 
-def face_box(img: np.ndarray, scale: int = 1):
-    """dlib's box of the largest face in ``img`` read at ``scale`` (in the enlarged image's pixels), or None."""
+def _largest_face(scaled: np.ndarray):
     from dragkit.dlibfaces import face_models
 
-    rects = face_models().detect(_scaled(img, scale), 1)
+    rects = face_models().detect(scaled, 1)
     return max(rects, key=lambda r: r.area()) if rects else None
+
+
+def face_box(img: np.ndarray, scale: int = 1):
+    """dlib's box of the largest face in ``img`` read at ``scale`` (in the enlarged image's pixels), or None."""
+    return _largest_face(_scaled(img, scale))
 
 
 def landmarks(img: np.ndarray, scale: int = 1, box=None) -> np.ndarray | None:
@@ -69,10 +73,11 @@ def landmarks(img: np.ndarray, scale: int = 1, box=None) -> np.ndarray | None:
     """
     from dragkit.dlibfaces import face_models
 
-    box = box if box is not None else face_box(img, scale)
+    scaled = _scaled(img, scale)
+    box = box if box is not None else _largest_face(scaled)
     if box is None:
         return None
-    pts = np.asarray(face_models().landmarks(_scaled(img, scale), box), dtype=np.float64)
+    pts = np.asarray(face_models().landmarks(scaled, box), dtype=np.float64)
     return (pts + 0.5) / scale - 0.5 if scale > 1 else pts
 
 
