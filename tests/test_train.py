@@ -1,6 +1,7 @@
 """The StyleGAN2 trainer on a tiny config: losses, checkpoints, exact resume, data errors."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -19,7 +20,7 @@ from dragkit.nets.discriminator import Discriminator, minibatch_std
 from dragkit.train.augment import diff_augment, parse_policy
 from dragkit.train.checkpoint import load_checkpoint, save_checkpoint
 from dragkit.train.dataset import ImageDataset, parse_range
-from dragkit.train.export import export_networks, load_discriminator
+from dragkit.train.export import export_networks, load_discriminator, run_metadata
 from dragkit.train.loop import Trainer, make_config
 from dragkit.train.toy import write_toy_dataset
 from support.nvidia import nvidia_snapshot, persist, write_pickle
@@ -320,6 +321,25 @@ def test_init_from_a_native_export_starts_from_its_networks(tmp_path: Path) -> N
     # the run resumes like any other (its networks come from the checkpoint)
     again = Trainer(_tiny(kimg=0.024), tmp_path / "ft", resume=True, progress=False)
     _assert_same_state(t, again)
+
+
+def test_init_kimg_continues_the_count_of_the_model_it_starts_from(tmp_path: Path) -> None:
+    # A run whose checkpoint was lost goes on from its export: it counts from the export's kimg
+    # (so --kimg stays the total and the exported kimg is the whole run's) and the EMA ramp-up continues.
+    src = Trainer(_tiny(kimg=0.008), tmp_path / "src", progress=False)
+    src.train()
+    export_networks(src, tmp_path / "m" / "tiny")
+    model = str(tmp_path / "m" / "tiny.safetensors")
+    t = Trainer(_tiny(kimg=0.016, z_dim=None, init_kimg=0.008), tmp_path / "ft", progress=False, init_from=model)
+    assert t.cur_nimg == 8 and t.kimg == pytest.approx(0.008)
+    assert t.train() == "done" and t.cur_nimg == 16
+    export_networks(t, tmp_path / "m2" / "tiny", metadata=run_metadata(dataclasses.asdict(t.cfg), t.kimg, 0.0))
+    meta = json.loads((tmp_path / "m2" / "tiny.json").read_text())["metadata"]
+    assert meta["kimg"] == pytest.approx(0.016) and meta["init_kimg"] == pytest.approx(0.008)
+    with pytest.raises(DragkitError, match="--init-from"):
+        Trainer(_tiny(kimg=0.016, init_kimg=0.008), tmp_path / "a", progress=False)
+    with pytest.raises(DragkitError, match="total"):
+        Trainer(_tiny(kimg=0.008, z_dim=None, init_kimg=0.008), tmp_path / "b", progress=False, init_from=model)
 
 
 def test_init_from_an_nvidia_pickle_reads_its_discriminator(tmp_path: Path, nvidia_modules) -> None:  # noqa: F811

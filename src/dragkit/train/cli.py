@@ -8,6 +8,9 @@ Examples::
     dragkit train --cfg faces128 --data celeba128_train.zip --data-range 0:19000 --outdir runs/faces
     # fine-tune a model (any format load_model reads) on your own pictures
     dragkit train --cfg faces128 --init-from ffhq-128.pkl --data mine.zip --outdir runs/mine
+    # continue a run from its export when the checkpoint is gone (fresh optimiser states)
+    dragkit train --cfg faces128 --data celeba128_train.zip --data-range 0:19000 --init-from faces128 \
+        --init-kimg 228.048 --kimg 600 --outdir runs/faces-cont
     # several GPUs (or CPU processes, gloo) on one machine; each takes batch/N
     torchrun --nproc_per_node 4 -m dragkit train --cfg faces128 --data faces.zip --outdir runs/faces
     # continue a stopped run (Ctrl-C writes a checkpoint first), train further
@@ -52,6 +55,9 @@ def register(sub: Any) -> None:
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="start a new run from this model (bundled name or path: native, NVIDIA .pkl with its D, "
                         "rosinality .pt) instead of random weights; the architecture is the model's")
+    p.add_argument("--init-kimg", type=float, default=None, metavar="KIMG",
+                   help="with --init-from: the images (thousands) that model has seen; the run counts on "
+                        "from there (--kimg stays the total, the EMA ramp-up continues)")
     p.add_argument("--export", default=None, metavar="STEM",
                    help="at the end write the EMA generator as STEM.safetensors + STEM.json "
                         "and the discriminator as STEM.disc.*")
@@ -103,7 +109,7 @@ _RANGES = {
     "g_channel_max": (1, None), "d_channel_base": (1, None), "d_channel_max": (1, None), "mbstd_group": (1, None),
     "glr": (1e-12, None), "dlr": (1e-12, None), "gamma": (0, None), "r1_interval": (1, None),
     "pl_weight": (0, None), "style_mixing": (0, 1), "ema_kimg": (1e-6, None), "tick_kimg": (1e-6, None),
-    "snap_ticks": (1, None), "sample_ticks": (1, None),
+    "snap_ticks": (1, None), "sample_ticks": (1, None), "init_kimg": (0, None),
 }
 
 
@@ -153,13 +159,13 @@ def run(args: argparse.Namespace) -> int:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DragkitError("--device cuda requested but CUDA is not available")
     overrides = {k: getattr(args, k, None) for k in _ARCH_FLAGS}
-    for k in ("kimg", "tick_kimg", "snap_ticks", "sample_ticks"):
+    for k in ("kimg", "tick_kimg", "snap_ticks", "sample_ticks", "init_kimg"):
         overrides[k] = getattr(args, k)
     retune = None
     if args.resume:
         retune = {k: getattr(args, k) for k in Trainer.RETUNABLE if getattr(args, k, None) is not None}
         given = [k for k in _ARCH_FLAGS if getattr(args, k, None) is not None and k not in retune]
-        if args.init_from:
+        if args.init_from or args.init_kimg is not None:
             raise DragkitError("--init-from starts a new run; --resume continues the checkpoint in --outdir")
         if given or args.cfg:
             raise DragkitError(

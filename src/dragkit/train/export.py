@@ -35,6 +35,7 @@ def run_metadata(cfg: Mapping[str, Any], kimg: float, train_seconds: float) -> d
         "seed": cfg.get("seed"),
         "preset": cfg.get("preset"),
         "init_from": cfg.get("init_from"),
+        "init_kimg": cfg.get("init_kimg") or None,
         "train_seconds": round(float(train_seconds), 1),
     }
 

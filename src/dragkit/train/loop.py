@@ -102,6 +102,7 @@ class TrainConfig:
     grid: int = 32
     preset: str = "custom"
     init_from: str | None = None  # the model a fine-tuning run started from (for the record)
+    init_kimg: float = 0.0  # with init_from: images that model had already seen (the run counts on from there)
 
     def resolved_gamma(self, resolution: int) -> float:
         return self.gamma if self.gamma is not None else 0.0002 * resolution**2 / self.batch
@@ -216,7 +217,10 @@ class Trainer:
             generator becomes G and G_ema, its discriminator (native ``.disc``
             files, an NVIDIA pickle's ``D``) becomes D - a fresh D when the file
             has none; the optimiser states start fresh.  The architecture is
-            the model's; the data's resolution must match it.
+            the model's; the data's resolution must match it.  With
+            ``cfg.init_kimg`` the run counts on from that many kimg (the
+            kimg counter, ``cfg.kimg`` as the total and the EMA ramp-up),
+            which continues a run whose checkpoint was lost from its export.
         progress: show a progress bar on stderr.
         log: a callable for one-line messages (default: print to stderr).
     """
@@ -270,6 +274,10 @@ class Trainer:
             )
         if resume and init_from is not None:
             raise DragkitError("--init-from starts a new run; a resumed run continues from its checkpoint")
+        if not resume and cfg.init_kimg and init_from is None:
+            raise DragkitError("--init-kimg counts the images an --init-from model has seen; give --init-from")
+        if not resume and cfg.init_kimg >= cfg.kimg:
+            raise DragkitError(f"--kimg {cfg.kimg:g} is the total; it must exceed --init-kimg {cfg.init_kimg:g}")
         if self.device.type == "cpu":
             # Subnormal floats make CPU kernels crawl (a GAN's small weights and
             # Adam moments produce them); flushing them changes nothing visible.
@@ -324,6 +332,9 @@ class Trainer:
         self.iteration = 0
         self.tick = 0
         self.elapsed = 0.0  # training seconds over all sessions
+        self.resumed = state is not None
+        if init_G is not None:
+            self.cur_nimg = int(round(cfg.init_kimg * 1000))
         if state is not None:
             try:
                 self.G.load_state_dict(state["G"])
@@ -595,7 +606,8 @@ class Trainer:
         procs = f" ({self.dist.world} processes of {self.local_batch})" if self.dist.enabled else ""
         self.log(f"dragkit train: {self.source.describe()}; G {_count(self.G) / 1e6:.2f} M params, "
                  f"D {_count(self.D) / 1e6:.2f} M params; batch {cfg.batch}{procs}; "
-                 f"{'resuming at' if self.cur_nimg else 'starting at'} {self.kimg:.1f} kimg of {cfg.kimg:g}; "
+                 f"{'resuming at' if self.resumed else 'starting at'} "
+                 f"{self.kimg:.1f} kimg of {cfg.kimg:g}; "
                  f"device {self.device}{' (bf16)' if self.amp else ''}")
         bar = None
         if self.progress:
