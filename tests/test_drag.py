@@ -295,6 +295,8 @@ def test_unset_options_resolve_to_the_measured_small_model_defaults_and_the_pape
     small, large = DragOptions().resolved(Fake(32)), DragOptions().resolved(Fake(512))
     assert (small.r1, small.r2, small.lambda_mask, small.feature_block) == (8.0, 6, 5.0, 16)
     assert (large.r1, large.r2, large.lambda_mask, large.feature_block) == (3.0, 12, 20.0, 128)
+    # b64 from 128 px (measured on faces128, docs/drag.md); H / 4 again at 256 px and above
+    assert [DragOptions().resolved(Fake(H)).feature_block for H in (64, 128, 256, 1024)] == [16, 64, 64, 256]
     assert DragOptions(lambda_mask=20.0).resolved(Fake(32)).lambda_mask == 20.0
     assert DragOptions(lambda_mask=0.0).resolved(Fake(32)).lambda_mask == 0.0
     with pytest.raises(SpecError, match="lambda_mask"):

@@ -395,8 +395,14 @@ def auto_feature_layer(num_layers: int) -> int:
 
 
 def auto_feature_block(block_resolutions: Sequence[int], img_resolution: int) -> int:
-    """Default feature block: ``H / 4`` (the paper's b128 at 512 px), at least b16."""
-    want = max(16, img_resolution // 4)
+    """Default feature block: ``H / 4`` (the paper's b128 at 512 px), at least b16, and at least b64 from 128 px.
+
+    At 128 px, b32 features (4 px a cell) let the tracker slide along a lip
+    line while the visible mouth corner lags; b64 moves the corner dlib sees
+    on about twice as many inverted photos and is alike on the landmark
+    edits (``docs/drag.md``), at 1.5x the time per step.
+    """
+    want = max(16, img_resolution // 4, 64 if img_resolution >= 128 else 0)
     cands = [r for r in block_resolutions if r <= want]
     return max(cands) if cands else min(block_resolutions)
 
