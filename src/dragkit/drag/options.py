@@ -400,7 +400,7 @@ def auto_feature_block(block_resolutions: Sequence[int], img_resolution: int) ->
     At 128 px, b32 features (4 px a cell) let the tracker slide along a lip
     line while the visible mouth corner lags; b64 moves the corner dlib sees
     on about twice as many inverted photos and is alike on the landmark
-    edits (``docs/drag.md``), at 1.5x the time per step.
+    edits (``docs/drag.md``), at 1.3-1.5x the time per step.
     """
     want = max(16, img_resolution // 4, 64 if img_resolution >= 128 else 0)
     cands = [r for r in block_resolutions if r <= want]
