@@ -196,6 +196,10 @@ def run(args: argparse.Namespace) -> int:
                       channels_last=args.channels_last if args.channels_last is not None else device == "cpu")
     try:
         status = trainer.train()
+        if trainer.dist.enabled:  # every rank done before any tears its gloo threads down (a rank aborted at exit)
+            import torch.distributed as dist
+
+            dist.barrier()
     finally:
         if trainer.dist.enabled:
             import torch.distributed as dist
