@@ -194,16 +194,14 @@ def run(args: argparse.Namespace) -> int:
                       compile=args.compile, progress=not args.no_progress, retune=retune,
                       init_from=args.init_from,
                       channels_last=args.channels_last if args.channels_last is not None else device == "cpu")
+    import torch.distributed as dist
+
     try:
         status = trainer.train()
         if trainer.dist.enabled:  # every rank done before any tears its gloo threads down (a rank aborted at exit)
-            import torch.distributed as dist
-
             dist.barrier()
     finally:
         if trainer.dist.enabled:
-            import torch.distributed as dist
-
             dist.destroy_process_group()
     if args.export and trainer.dist.is_main:
         import dataclasses
