@@ -333,6 +333,7 @@ def test_init_kimg_continues_the_count_of_the_model_it_starts_from(tmp_path: Pat
     t = Trainer(_tiny(kimg=0.016, z_dim=None, init_kimg=0.008), tmp_path / "ft", progress=False, init_from=model)
     assert t.cur_nimg == 8 and t.kimg == pytest.approx(0.008)
     assert t.train() == "done" and t.cur_nimg == 16
+    assert (tmp_path / "ft" / "reals.png").is_file()  # a new run, though its count did not start at 0
     export_networks(t, tmp_path / "m2" / "tiny", metadata=run_metadata(dataclasses.asdict(t.cfg), t.kimg, 0.0))
     meta = json.loads((tmp_path / "m2" / "tiny.json").read_text())["metadata"]
     assert meta["kimg"] == pytest.approx(0.016) and meta["init_kimg"] == pytest.approx(0.008)

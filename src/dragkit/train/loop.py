@@ -601,7 +601,7 @@ class Trainer:
             atomic_write_bytes(self.outdir / "config.json",
                                (json.dumps(dataclasses.asdict(cfg), indent=2) + "\n").encode(), durable=True)
         total = int(round(cfg.kimg * 1000))
-        if main and self.cur_nimg == 0 and not (self.outdir / "reals.png").exists():
+        if main and not self.resumed and not (self.outdir / "reals.png").exists():
             save_grid(self.source.grid(cfg.grid), self.outdir / "reals.png", cols=min(8, cfg.grid))
         procs = f" ({self.dist.world} processes of {self.local_batch})" if self.dist.enabled else ""
         self.log(f"dragkit train: {self.source.describe()}; G {_count(self.G) / 1e6:.2f} M params, "
