@@ -82,10 +82,9 @@ def face_distances(photo: np.ndarray, rec: np.ndarray) -> tuple[float, float]:
 
     fm = face_models()
     ds, lms = [], []
-    rects = fm.detect(photo, 1)
-    if not rects:
+    r = fm.largest(photo)
+    if r is None:
         return float("nan"), float("nan")
-    r = max(rects, key=lambda r: r.area())
     for img in (photo, rec):
         # the photo's face box for both: the landmark error then measures the face, not the detector
         ds.append(fm.descriptor_of(img, r))

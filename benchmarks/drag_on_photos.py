@@ -52,8 +52,7 @@ def _scaled(img: np.ndarray, scale: int) -> np.ndarray:
 def _largest_face(scaled: np.ndarray):
     from dragkit.dlibfaces import face_models
 
-    rects = face_models().detect(scaled, 1)
-    return max(rects, key=lambda r: r.area()) if rects else None
+    return face_models().largest(scaled)
 
 
 def face_box(img: np.ndarray, scale: int = 1):

@@ -34,7 +34,7 @@ def held_out_faces(n: int) -> list[np.ndarray]:
 
 def dlib_chip(img: np.ndarray, rect=None) -> np.ndarray:
     fm = face_models()
-    r = rect if rect is not None else max(fm.detect(img, 1), key=lambda r: r.area())
+    r = rect if rect is not None else fm.largest(img)
     return dlib.get_face_chip(img, fm.landmarks5(img, r), size=150, padding=0.25)
 
 
@@ -64,7 +64,7 @@ def test_same_face_is_one_person_and_different_faces_are_not():
     fm = face_models()
     chips, mirrored = [], []
     for img in faces:
-        r = max(fm.detect(img, 1), key=lambda r: r.area())
+        r = fm.largest(img)
         chips.append(dlib_chip(img, r))
         w = img.shape[1]
         flip = np.ascontiguousarray(img[:, ::-1])
@@ -83,7 +83,7 @@ def test_differentiable_chip_of_a_generator_image_gives_dlibs_descriptor():
     # The chip cut by grid_sample (what the face loss uses) is close to dlib's own chip.
     img = held_out_faces(1)[0]
     fm = face_models()
-    r = max(fm.detect(img, 1), key=lambda r: r.area())
+    r = fm.largest(img)
     lm = fm.landmarks(img, r)
     ref = np.asarray(fm.descriptor.compute_face_descriptor(img, fm.landmarks68(img, r)))
     chip = chip_of_uint8(img, chip_matrix(lm, (img.shape[1], img.shape[0])))

@@ -66,6 +66,11 @@ class FaceModels:
         """Face rectangles (``dlib.rectangle``) found in ``img`` (H, W, 3) uint8."""
         return list(self.detector(_rgb(img), upsample))
 
+    def largest(self, img: np.ndarray, upsample: int = 1) -> Any | None:
+        """The largest face rectangle :meth:`detect` finds (upsampled once by default), or None."""
+        rects = self.detect(img, upsample)
+        return max(rects, key=lambda r: r.area()) if rects else None
+
     def landmarks(self, img: np.ndarray, rect: Any | None = None) -> np.ndarray:
         """The 68 landmarks ``(68, 2)`` float ``[x, y]`` of the face in ``rect`` (default: the whole image)."""
         img = _rgb(img)

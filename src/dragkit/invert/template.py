@@ -53,10 +53,9 @@ def _landmarks_of(z: zipfile.ZipFile, names: list[str]) -> tuple[np.ndarray, lis
     out, used = [], []
     for name in names:
         img = np.asarray(Image.open(io.BytesIO(z.read(name))).convert("RGB"))
-        rects = fm.detect(img, 1)
-        if not rects:
+        r = fm.largest(img)
+        if r is None:
             continue
-        r = max(rects, key=lambda r: r.area())
         out.append(fm.landmarks(img, r))
         used.append(name)
     return np.asarray(out), used
