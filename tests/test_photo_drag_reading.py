@@ -1,0 +1,45 @@
+"""The mouth-corner benchmark's second reading (``benchmarks/drag_on_photos.py``, issue 15): the RGB patch shift
+finds a known displacement of image content."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "drag_on_photos.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("drag_on_photos", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _blob_image(cx: float, cy: float) -> np.ndarray:
+    """A 128 px image: a smooth background and one dark elongated blob (a 'mouth corner') centred at (cx, cy)."""
+    yy, xx = np.mgrid[0:128, 0:128].astype(np.float64)
+    base = 150 + 40 * np.sin(xx / 9.0) * np.cos(yy / 13.0)
+    blob = np.exp(-(((xx - cx) / 4.0) ** 2 + ((yy - cy) / 2.0) ** 2))
+    img = np.clip(base[..., None] * np.array([1.0, 0.8, 0.7]) - 90 * blob[..., None], 0, 255)
+    return img.astype(np.uint8)
+
+
+@pytest.mark.parametrize("shift", [(4.0, 0.0), (-3.0, 1.0), (0.0, 0.0)])
+def test_patch_shift_reads_the_known_move_of_a_feature(bench, shift):
+    before = _blob_image(60.0, 70.0)
+    after = before.copy()
+    moved = _blob_image(60.0 + shift[0], 70.0 + shift[1])
+    # only the blob's neighbourhood moves (as in a drag), the rest of the image stays
+    after[55:85, 40:80] = moved[55:85, 40:80]
+    got = bench.patch_shift(before, after, (60.0, 70.0))
+    assert np.allclose(got, shift, atol=0.5), got
+
+
+def test_patch_shift_is_zero_on_an_unchanged_image_near_the_border(bench):
+    img = np.asarray(Image.fromarray(_blob_image(3.0, 125.0)))
+    assert np.allclose(bench.patch_shift(img, img, (3.0, 125.0)), 0.0)
