@@ -43,3 +43,22 @@ def test_patch_shift_reads_the_known_move_of_a_feature(bench, shift):
 def test_patch_shift_is_zero_on_an_unchanged_image_near_the_border(bench):
     img = np.asarray(Image.fromarray(_blob_image(3.0, 125.0)))
     assert np.allclose(bench.patch_shift(img, img, (3.0, 125.0)), 0.0)
+
+
+def test_a_face_missed_on_the_enlarged_image_is_read_in_the_box_found_at_its_own_size(bench, monkeypatch):
+    pytest.importorskip("dlib")
+    import dragkit.dlibfaces as dl
+
+    fm = dl.face_models()
+    calls = []
+
+    def largest(img, upsample=1):  # the detector finds the face at 128 px only
+        calls.append(img.shape[0])
+        return fm.rect([20, 20, 107, 110]) if img.shape[0] == 128 else None
+
+    monkeypatch.setattr(fm, "largest", largest)
+    img = _blob_image(60.0, 70.0)
+    box = bench.face_box(img, 4)
+    assert calls == [512, 128]
+    assert (box.left(), box.top(), box.right(), box.bottom()) == (80, 80, 431, 443)
+    assert bench.face_box(img, 1) is not None and calls[-1] == 128
