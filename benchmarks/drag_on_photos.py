@@ -17,7 +17,8 @@ reconstruction's RGB patch around the corner (9 x 9 px) to where it
 matches best in the dragged image (sum of squared differences, searched
 to a quarter pixel on both images enlarged 4x), projected on the drag
 direction ("patch move").  It is printed, not counted: the issue's bar is
-dlib's.
+dlib's, and the patch can match another part of the mouth (a shift the
+wrong way, longer than the drag; docs/invert.md, section 7).
 
 dlib's detector reads the enlarged image (``--landmark-scale``), and the
 image as it is when it finds no face there.  Faces where dlib finds no
