@@ -213,9 +213,9 @@ def main() -> int:
             img = np.asarray(Image.open(io.BytesIO(z.read(f"{i:05d}.webp"))).convert("RGB"))
             Gi, ws, psnr = inversion_of(i, img, G, D, cfg, args)
             rows += 1
-            start = DragSession.from_latent(Gi, ws)
+            rec = np.asarray(DragSession.from_latent(Gi, ws).image())
             box = face_box(img, args.landmark_scale) if args.box == "photo" else None
-            lm = landmarks(np.asarray(start.image()), args.landmark_scale, box)
+            lm = landmarks(rec, args.landmark_scale, box)
             if lm is None:
                 where = "the photo" if args.box == "photo" else "the reconstruction"
                 print(f"  {i}: PSNR {psnr:.1f} dB; dlib finds no face on {where}: fail")
@@ -237,7 +237,7 @@ def main() -> int:
                 after = np.asarray(s.image())
                 lm2 = landmarks(after, args.landmark_scale, box)
                 moved = float((lm2[corner] - p) @ d) if lm2 is not None else float("nan")
-                patch = float(patch_shift(np.asarray(start.image()), after, p) @ d)
+                patch = float(patch_shift(rec, after, p) @ d)
                 ok_track, ok_move = dist <= 2.0, lm2 is not None and moved >= 3.0
                 st = stats[label]
                 st["reached"] += ok_track
