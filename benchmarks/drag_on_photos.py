@@ -64,14 +64,16 @@ def _largest_face(img: np.ndarray, scale: int, scaled: np.ndarray | None = None)
 
     When the detector finds no face on the enlarged image but does on
     ``img`` itself (a face that fills a tight 128 px crop is found at 1x and
-    missed at 4x), that box is enlarged instead; None when neither finds one.
+    missed at 4x), that box is enlarged instead - the detector reading
+    ``img`` upsampled once, then as it is (face 19019 is found only so);
+    None when none of these finds one.
     """
     from dragkit.dlibfaces import FaceModels, face_models
 
     fm = face_models()
     r = fm.largest(scaled if scaled is not None else _scaled(img, scale))
     if r is None and scale > 1:
-        r1 = fm.largest(img)
+        r1 = fm.largest(img) or fm.largest(img, upsample=0)
         if r1 is not None:
             r = FaceModels.rect([r1.left() * scale, r1.top() * scale,
                                  (r1.right() + 1) * scale - 1, (r1.bottom() + 1) * scale - 1])

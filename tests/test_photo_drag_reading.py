@@ -1,6 +1,6 @@
 """The mouth-corner benchmark's instruments (``benchmarks/drag_on_photos.py``, issue 15): the RGB patch shift
 finds a known displacement of image content, and a face dlib misses on the enlarged image is read in the box
-found at the image's own size."""
+found at the image's own size (upsampled once, or as it is)."""
 from __future__ import annotations
 
 import importlib.util
@@ -62,3 +62,21 @@ def test_a_face_missed_on_the_enlarged_image_is_read_in_the_box_found_at_its_own
     assert calls == [512, 128]
     assert (box.left(), box.top(), box.right(), box.bottom()) == (80, 80, 431, 443)
     assert bench.face_box(img, 1) is not None and calls[-1] == 128
+
+
+def test_a_face_found_only_without_upsampling_is_still_read(bench, monkeypatch):
+    """Face 19019: dlib finds it at 128 px only when the detector does not upsample the image first."""
+    pytest.importorskip("dlib")
+    import dragkit.dlibfaces as dl
+
+    fm = dl.face_models()
+    calls = []
+
+    def largest(img, upsample=1):
+        calls.append((img.shape[0], upsample))
+        return fm.rect([20, 20, 107, 110]) if (img.shape[0], upsample) == (128, 0) else None
+
+    monkeypatch.setattr(fm, "largest", largest)
+    box = bench.face_box(_blob_image(60.0, 70.0), 4)
+    assert calls == [(512, 1), (128, 1), (128, 0)]
+    assert (box.left(), box.top(), box.right(), box.bottom()) == (80, 80, 431, 443)
