@@ -80,3 +80,27 @@ def test_a_face_found_only_without_upsampling_is_still_read(bench, monkeypatch):
     box = bench.face_box(_blob_image(60.0, 70.0), 4)
     assert calls == [(512, 1), (128, 1), (128, 0)]
     assert (box.left(), box.top(), box.right(), box.bottom()) == (80, 80, 431, 443)
+
+
+@pytest.fixture(scope="module")
+def response():
+    path = SCRIPT.parent / "dlib_corner_response.py"
+    spec = importlib.util.spec_from_file_location("dlib_corner_response", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_known_warp_moves_the_corner_by_the_shift_and_leaves_the_far_image(bench, response):
+    img = _blob_image(60.0, 70.0)
+    warped = response.warp_corner(img, (60.0, 70.0), (6.0, 0.0), sigma=8.0)
+    # the blob's centre (the darkest point's centroid) moved 6 px; a region 40 px away is untouched
+    def centre(a):
+        dark = (a.astype(float).sum(-1) < np.percentile(a.astype(float).sum(-1), 0.5))
+        ys, xs = np.nonzero(dark)
+        return np.array([xs.mean(), ys.mean()])
+    assert np.allclose(centre(warped) - centre(img), (6.0, 0.0), atol=0.6)
+    assert np.abs(warped[:20].astype(int) - img[:20].astype(int)).max() <= 1
+    assert np.allclose(bench.patch_shift(img, warped, (60.0, 70.0), radius=2), (6.0, 0.0), atol=0.5)
+    with pytest.raises(ValueError, match="folds"):
+        response.warp_corner(img, (60.0, 70.0), (6.0, 0.0), sigma=3.0)
