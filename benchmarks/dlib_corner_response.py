@@ -18,7 +18,7 @@ corner exactly as asked, so the count of faces where dlib reads >= 3 px
 here is an upper bound set by the instrument, for that shape of change.
 
     python benchmarks/dlib_corner_response.py --images 19000:19020 --sigma 4,6,8,12,20
-    # on the PTI reconstructions the drags start from (drag_on_photos.py's --cache):
+    # on the reconstructions the drags start from (drag_on_photos.py's --cache; PTI, or W+ with --no-pti):
     python benchmarks/dlib_corner_response.py --cache DIR --sigma 6,8,12
 
 Needs ``dragkit[faces]`` and ``../shared/data/celeba128_train.zip``; dlib only
@@ -63,7 +63,7 @@ def warp_corner(img: np.ndarray, point, shift, sigma: float) -> np.ndarray:
 
 
 def faces(args):
-    """``(index, image)`` of each face: the photo, or its PTI reconstruction from ``--cache``."""
+    """``(index, image)`` of each face: the photo, or its reconstruction (PTI or W+) from ``--cache``."""
     from PIL import Image
 
     a, _, b = args.images.partition(":")
@@ -86,7 +86,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--images", default="19000:19020")
-    ap.add_argument("--cache", default=None, metavar="DIR", help="read the PTI reconstructions in DIR "
+    ap.add_argument("--cache", default=None, metavar="DIR", help="read the reconstructions in DIR "
                     "(drag_on_photos.py's --cache) instead of the photos")
     ap.add_argument("--model", default="faces128", help="the model of the --cache inversions")
     ap.add_argument("--distance", type=float, default=6.0)
