@@ -27,7 +27,6 @@ Needs ``dragkit[faces]`` and ``../shared/data/celeba128_train.zip``; dlib only
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import zipfile
 from pathlib import Path
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from drag_on_photos import DEFAULT_DATA, landmarks, patch_shift  # noqa: E402
+from drag_on_photos import DEFAULT_DATA, landmarks, mouth_corner, patch_shift, read_face  # noqa: E402
 
 
 def warp_corner(img: np.ndarray, point, shift, sigma: float) -> np.ndarray:
@@ -64,22 +63,22 @@ def warp_corner(img: np.ndarray, point, shift, sigma: float) -> np.ndarray:
 
 def faces(args):
     """``(index, image)`` of each face: the photo, or its reconstruction (PTI or W+) from ``--cache``."""
-    from PIL import Image
-
     a, _, b = args.images.partition(":")
-    with zipfile.ZipFile(args.data) as z:
-        for i in range(int(a), int(b)):
-            if args.cache:
-                from dragkit import DragSession
-                from dragkit.invert.edit import load_inversion
+    indices = range(int(a), int(b))
+    if not args.cache:
+        with zipfile.ZipFile(args.data) as z:
+            for i in indices:
+                yield i, read_face(z, i)
+        return
+    from dragkit import DragSession
+    from dragkit.invert.edit import load_inversion
 
-                path = Path(args.cache) / f"{i}.dragkit.json"
-                if not path.is_file():
-                    sys.exit(f"{path}: not in the cache (run drag_on_photos.py --cache first)")
-                s, _ = load_inversion(path, model=args.model)
-                yield i, np.asarray(DragSession.from_latent(s.G, s.latent).image())
-            else:
-                yield i, np.asarray(Image.open(io.BytesIO(z.read(f"{i:05d}.webp"))).convert("RGB"))
+    for i in indices:
+        path = Path(args.cache) / f"{i}.dragkit.json"
+        if not path.is_file():
+            sys.exit(f"{path}: not in the cache (run drag_on_photos.py --cache first)")
+        s, _ = load_inversion(path, model=args.model)
+        yield i, np.asarray(DragSession.from_latent(s.G, s.latent).image())
 
 
 def main() -> int:
@@ -111,9 +110,7 @@ def main() -> int:
             print(f"  {i}: dlib finds no face: not counted")
             continue
         n += 1
-        corner, other = (48, 54) if k % 2 == 0 else (54, 48)
-        p = lm[corner]
-        d = (lm[corner] - lm[other]) / np.linalg.norm(lm[corner] - lm[other])
+        corner, p, d = mouth_corner(lm, k)
         cells = []
         for s in sigmas:
             warped = warp_corner(img, p, args.distance * d, s)

@@ -132,6 +132,21 @@ def patch_shift(before: np.ndarray, after: np.ndarray, point, radius: int = 4, s
     return np.array([(x0 + ix + r - cx) / scale, (y0 + iy + r - cy) / scale])
 
 
+def read_face(z: zipfile.ZipFile, i: int) -> np.ndarray:
+    """Image ``i`` of the CelebA zip ``z`` as (128, 128, 3) uint8 RGB."""
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(z.read(f"{i:05d}.webp"))).convert("RGB"))
+
+
+def mouth_corner(lm: np.ndarray, k: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """``(landmark index, point, unit outward direction)`` of the corner dragged on the ``k``-th face: 48 and 54
+    alternate, and outward is away from the other corner."""
+    corner, other = (48, 54) if k % 2 == 0 else (54, 48)
+    v = lm[corner] - lm[other]
+    return corner, lm[corner], v / np.linalg.norm(v)
+
+
 def parse_variant(text: str) -> tuple[str, dict]:
     """``'method=freedrag,lr=0.004'`` -> (its label, the options); ``''`` is the default settings."""
     from dragkit.eval.variants import parse_assignments
@@ -186,7 +201,6 @@ def main() -> int:
     args = ap.parse_args()
 
     import torch
-    from PIL import Image
 
     from dragkit import DragSession, load_model
     from dragkit.drag.options import DragOptions
@@ -212,7 +226,7 @@ def main() -> int:
     t_start = time.perf_counter()
     with zipfile.ZipFile(args.data) as z:
         for k, i in enumerate(indices):
-            img = np.asarray(Image.open(io.BytesIO(z.read(f"{i:05d}.webp"))).convert("RGB"))
+            img = read_face(z, i)
             Gi, ws, psnr = inversion_of(i, img, G, D, cfg, args)
             rows += 1
             rec = np.asarray(DragSession.from_latent(Gi, ws).image())
@@ -222,9 +236,7 @@ def main() -> int:
                 where = "the photo" if args.box == "photo" else "the reconstruction"
                 print(f"  {i}: PSNR {psnr:.1f} dB; dlib finds no face on {where}: fail")
                 continue
-            corner, other = (48, 54) if k % 2 == 0 else (54, 48)
-            p = lm[corner]
-            d = (lm[corner] - lm[other]) / np.linalg.norm(lm[corner] - lm[other])
+            corner, p, d = mouth_corner(lm, k)
             H = int(Gi.img_resolution)
             tgt = tuple(float(v) for v in np.clip(p + args.distance * d, 0, H - 1))
             for label, values in variants:
